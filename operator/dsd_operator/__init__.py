@@ -1,0 +1,1 @@
+"""DSD operator: reconciles DSDDeployment resources with kopf."""

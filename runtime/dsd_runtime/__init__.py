@@ -1,0 +1,1 @@
+"""DSD runtime: target server (verification, KV cache) and draft server (speculation, OpenAI API)."""

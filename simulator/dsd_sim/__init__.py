@@ -1,0 +1,1 @@
+"""DSD-Sim: discrete-event simulator of edge/cloud speculative decoding."""

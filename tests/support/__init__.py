@@ -1,0 +1,1 @@
+"""Helpers shared by DSD's tests (waiting on conditions, cluster access)."""
