@@ -17,6 +17,8 @@ from kubernetes import client, config
 
 from dsd_devcluster import ClusterHandle, start_cluster, stop_cluster
 
+pytest_plugins = ["tests.support.runtime_fixtures"]
+
 TEST_CLUSTER = os.environ.get("DSD_TEST_CLUSTER_NAME", "pytest")
 
 

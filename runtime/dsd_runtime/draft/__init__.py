@@ -1,0 +1,1 @@
+"""Draft (edge) role: proposes windows with the small model, drives verification, serves the OpenAI API."""

@@ -1,0 +1,93 @@
+"""The draft's gRPC client to a target, with optional emulation of an edge-cloud link.
+
+Emulation is in-process: each call waits one-way delay (+ jitter, + payload / bandwidth) before sending and
+again before handing back the answer, on a worker thread so pipelined drafting overlaps it like a real link.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+
+from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
+from dsd_runtime.errors import DsdError, InvalidRequest, Overloaded, TargetUnavailable
+
+
+@dataclass(frozen=True)
+class LinkEmulation:
+    """one_way_delay_ms: added each way; jitter_ms: uniform +-; bandwidth_mbps: 0 = unlimited."""
+
+    one_way_delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    bandwidth_mbps: float = 0.0
+    seed: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.one_way_delay_ms > 0 or self.jitter_ms > 0 or self.bandwidth_mbps > 0
+
+
+def _error_from(e: grpc.RpcError, address: str) -> DsdError:
+    code, details = e.code(), e.details() or ""
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidRequest(f"target rejected the window: {details}")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return Overloaded(f"target at {address} is overloaded: {details}")
+    return TargetUnavailable(f"target at {address} unavailable ({code.name}): {details}")
+
+
+class TargetClient:
+    def __init__(self, address: str, link: LinkEmulation | None = None, deadline_s: float = 30.0) -> None:
+        self.address = address
+        self.link = link or LinkEmulation()
+        self.deadline_s = deadline_s
+        self.channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)])
+        self.stub = dsd_pb2_grpc.TargetStub(self.channel)
+        self._pool = futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="dsd-verify")
+        self._rng = random.Random(self.link.seed)
+        self._rng_lock = threading.Lock()
+
+    def _link_delay(self, payload_bytes: int) -> None:
+        if not self.link.active:
+            return
+        with self._rng_lock:
+            jitter = self._rng.uniform(-self.link.jitter_ms, self.link.jitter_ms)
+        delay_s = max(0.0, self.link.one_way_delay_ms + jitter) / 1000.0
+        if self.link.bandwidth_mbps > 0:
+            delay_s += payload_bytes * 8 / (self.link.bandwidth_mbps * 1e6)
+        time.sleep(delay_s)
+
+    def info(self, timeout_s: float | None = None) -> dsd_pb2.InfoResponse:
+        try:
+            return self.stub.Info(dsd_pb2.InfoRequest(), timeout=timeout_s or self.deadline_s, wait_for_ready=True)
+        except grpc.RpcError as e:
+            raise _error_from(e, self.address) from None
+
+    def _verify_blocking(self, request: dsd_pb2.VerifyRequest) -> dsd_pb2.VerifyResponse:
+        self._link_delay(request.ByteSize())
+        try:
+            # wait_for_ready: a restarting target is waited for (up to the deadline), not failed at once.
+            response = self.stub.Verify(request, timeout=self.deadline_s, wait_for_ready=True)
+        except grpc.RpcError as e:
+            raise _error_from(e, self.address) from None
+        self._link_delay(response.ByteSize())
+        return response
+
+    def verify_async(self, request: dsd_pb2.VerifyRequest) -> futures.Future[dsd_pb2.VerifyResponse]:
+        return self._pool.submit(self._verify_blocking, request)
+
+    def close_session(self, session_id: str) -> None:
+        """Best effort: a target that is gone has forgotten the session anyway."""
+        try:
+            self.stub.CloseSession(dsd_pb2.CloseSessionRequest(session_id=session_id), timeout=2.0)
+        except grpc.RpcError:
+            pass
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.channel.close()

@@ -1,0 +1,162 @@
+"""The speculation loop of one request: propose a window, verify it on the target, commit, repeat.
+
+Blocking: draft gamma tokens, send, wait. Pipelined: while a verify is in flight, keep drafting as if the
+whole window will be accepted; if the target accepts everything and its bonus token equals the draft's own
+next guess, the extra drafts become the start of the next window, otherwise they are thrown away. Both
+modes commit exactly the tokens the target chose, so their greedy output is identical.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from dsd_runtime.common.lm import CausalLM
+from dsd_runtime.common.proto import dsd_pb2
+from dsd_runtime.draft.client import TargetClient
+from dsd_runtime.draft.proposing import Proposal, Proposer
+from dsd_runtime.draft.windowing import WindowController
+from dsd_runtime.errors import InvalidRequest
+from dsd_runtime.metrics import MAX_POSITION_LABELS, DraftMetrics
+from dsd_spec.sampling import SamplingParams
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_ids: list[int]
+    max_tokens: int
+    params: SamplingParams = SamplingParams()
+    seed: int = 0
+    stop_token_ids: frozenset[int] = frozenset()
+
+
+@dataclass
+class GenerationStats:
+    """Per-request statistics (aggregated into Prometheus off the per-token path)."""
+
+    rounds: int = 0
+    proposed: int = 0
+    accepted: int = 0
+    reprefills: int = 0
+    draft_steps: int = 0
+    draft_seconds: float = 0.0
+    wasted_drafts: int = 0
+    accepted_per_position: list[int] = field(default_factory=lambda: [0] * MAX_POSITION_LABELS)
+
+    @property
+    def acceptance(self) -> float:
+        return self.accepted / self.proposed if self.proposed else 0.0
+
+    @property
+    def mean_accepted_length(self) -> float:
+        """Tokens per round (accepted + 1), vLLM's 'mean acceptance length'."""
+        return 1.0 + self.accepted / self.rounds if self.rounds else 0.0
+
+
+class Cancelled(Exception):
+    pass
+
+
+class Speculator:
+    def __init__(self, model: CausalLM, client: TargetClient, window: WindowController,
+                 metrics: DraftMetrics | None = None) -> None:
+        self.model = model
+        self.client = client
+        self.window = window
+        self.metrics = metrics
+
+    def generate(self, req: GenerationRequest, cancel: threading.Event | None = None,
+                 stats: GenerationStats | None = None) -> Iterator[int]:
+        """Yields output tokens as they are committed (never more than max_tokens; stops after a stop token)."""
+        if not req.prompt_ids:
+            raise InvalidRequest("the prompt is empty", "prompt")
+        stats = stats if stats is not None else GenerationStats()
+        cancel = cancel or threading.Event()
+        session_id = uuid.uuid4().hex
+        proposer = Proposer(self.model, req.params, req.seed)
+        committed = list(req.prompt_ids)
+        carried: list[Proposal] = []  # surviving pipelined drafts: the start of the next window
+        send_context = True
+        produced = 0
+        try:
+            while produced < req.max_tokens:
+                if cancel.is_set():
+                    raise Cancelled
+                cfg = self.window.config
+                gamma = min(self.window.next_gamma(), req.max_tokens - produced - 1,
+                            self.model.max_context - len(committed) - 1)
+                gamma = max(gamma, 0)
+                window = carried[:gamma]
+                while len(window) < gamma:
+                    window.append(proposer.propose(committed + [p.token for p in window]))
+                    stats.draft_steps += 1
+                    stats.draft_seconds += window[-1].seconds
+                    if self.metrics is not None:
+                        self.metrics.draft_step.observe(window[-1].seconds)
+                request = self._request(session_id, committed, window, req, send_context)
+                t0 = time.perf_counter()
+                future = self.client.verify_async(request)
+                extra: list[Proposal] = []
+                if cfg.pipelined and gamma:
+                    speculative = committed + [p.token for p in window]
+                    while not future.done() and len(extra) < gamma + 1 and not cancel.is_set():
+                        extra.append(proposer.propose(speculative + [p.token for p in extra]))
+                response = future.result()
+                if response.need_context:
+                    stats.reprefills += 1
+                    request = self._request(session_id, committed, window, req, True)
+                    response = self.client.verify_async(request).result()
+                    if response.need_context:
+                        raise InvalidRequest("target asked for context it was just sent")
+                round_trip_s = time.perf_counter() - t0
+                send_context = False
+                n, nxt = response.num_accepted, response.next_token
+                step_s = stats.draft_seconds / stats.draft_steps if stats.draft_steps else None
+                if gamma:
+                    self.window.observe(gamma, n, step_s, round_trip_s)
+                self._account(stats, gamma, n, round_trip_s)
+                new_tokens = [p.token for p in window[:n]] + [nxt]
+                survived = n == gamma and bool(extra) and extra[0].token == nxt
+                carried = extra[1:] if survived else []
+                stats.wasted_drafts += 0 if survived else len(extra)
+                stats.draft_steps += len(extra)
+                stats.draft_seconds += sum(p.seconds for p in extra)
+                committed.extend(new_tokens)
+                for tok in new_tokens:
+                    produced += 1
+                    yield tok
+                    if tok in req.stop_token_ids or produced >= req.max_tokens:
+                        return
+        finally:
+            self.client.close_session(session_id)
+
+    @staticmethod
+    def _request(session_id: str, committed: list[int], window: list[Proposal], req: GenerationRequest,
+                 with_context: bool) -> dsd_pb2.VerifyRequest:
+        probs = [dsd_pb2.DraftDistribution(token_ids=p.support[0], probs=p.support[1])
+                 for p in window if p.support is not None]
+        return dsd_pb2.VerifyRequest(
+            session_id=session_id, committed_len=len(committed), context=committed if with_context else [],
+            draft_tokens=[p.token for p in window], draft_probs=probs,
+            sampling=dsd_pb2.SamplingParams(temperature=req.params.temperature, top_k=req.params.top_k,
+                                            top_p=req.params.top_p, seed=req.seed),
+        )
+
+    def _account(self, stats: GenerationStats, gamma: int, n: int, round_trip_s: float) -> None:
+        stats.rounds += 1
+        stats.proposed += gamma
+        stats.accepted += n
+        for i in range(min(n, MAX_POSITION_LABELS)):
+            stats.accepted_per_position[i] += 1
+        if self.metrics is not None:
+            m = self.metrics
+            m.rounds.inc()
+            m.draft_proposed.inc(gamma)
+            m.draft_accepted.inc(n)
+            for i in range(min(n, MAX_POSITION_LABELS)):
+                m.accepted_at[i].inc()
+            m.verify_rtt.observe(round_trip_s)
+            m.gamma.set(gamma)

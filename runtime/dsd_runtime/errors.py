@@ -1,0 +1,53 @@
+"""The runtime's error hierarchy and its single mapping to gRPC status codes and HTTP responses."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class DsdError(Exception):
+    """Base class; `grpc_code` and `http_status` say how it crosses each boundary."""
+
+    grpc_code = grpc.StatusCode.INTERNAL
+    http_status = 500
+    openai_type = "server_error"
+
+
+class InvalidRequest(DsdError):
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400
+    openai_type = "invalid_request_error"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class Overloaded(DsdError):
+    """Bounded memory reached: the target refuses rather than grow (RESOURCE_EXHAUSTED / 429)."""
+
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 429
+
+
+class TargetUnavailable(DsdError):
+    """The draft could not reach a target within its deadline (503 with Retry-After)."""
+
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+
+
+class IncompatibleModels(DsdError):
+    """Draft and target do not share a tokenizer; refused at start-up."""
+
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 500
+
+
+class ModelNotFound(DsdError):
+    grpc_code = grpc.StatusCode.NOT_FOUND
+    http_status = 404
+
+
+def grpc_abort(context: grpc.ServicerContext, error: DsdError) -> None:
+    context.abort(error.grpc_code, str(error))

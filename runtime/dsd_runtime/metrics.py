@@ -1,0 +1,57 @@
+"""Prometheus metrics of both roles (prefix `dsd_`, units in names, counters end in `_total`).
+
+Children with labels are pre-bound here so the per-round hot path never calls `.labels()`. Ratios
+(acceptance rate, mean accepted length) are derived in PromQL from the counters, e.g.
+`rate(dsd_draft_tokens_accepted_total[1m]) / rate(dsd_draft_tokens_proposed_total[1m])`.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+MAX_POSITION_LABELS = 16
+
+
+class DraftMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.tokens_generated = Counter("dsd_tokens_generated_total", "Output tokens produced.", registry=registry)
+        self.draft_proposed = Counter("dsd_draft_tokens_proposed_total", "Draft tokens sent for verification.",
+                                      registry=registry)
+        self.draft_accepted = Counter("dsd_draft_tokens_accepted_total", "Draft tokens accepted by the target.",
+                                      registry=registry)
+        per_pos = Counter("dsd_draft_tokens_accepted_per_position_total",
+                          "Draft tokens accepted, by 1-based window position.", ["position"], registry=registry)
+        self.accepted_at = [per_pos.labels(position=str(i + 1)) for i in range(MAX_POSITION_LABELS)]
+        self.rounds = Counter("dsd_speculation_rounds_total", "Verify rounds completed.", registry=registry)
+        self.verify_rtt = Histogram("dsd_verify_rtt_seconds", "Verify round trip seen by the draft.",
+                                    buckets=_LATENCY_BUCKETS, registry=registry)
+        self.draft_step = Histogram("dsd_draft_step_seconds", "One draft forward step.",
+                                    buckets=_LATENCY_BUCKETS, registry=registry)
+        self.ttft = Histogram("dsd_time_to_first_token_seconds", "Request start to first output token.",
+                              buckets=_LATENCY_BUCKETS, registry=registry)
+        self.itl = Histogram("dsd_inter_token_latency_seconds", "Time between output tokens of a request.",
+                             buckets=_LATENCY_BUCKETS, registry=registry)
+        self.gamma = Gauge("dsd_gamma", "Current speculation window.", registry=registry)
+        self.active_requests = Gauge("dsd_active_requests", "Requests being generated.", registry=registry)
+        self.requests = Counter("dsd_requests_total", "HTTP requests by endpoint and status code.",
+                                ["endpoint", "code"], registry=registry)
+        self.reprefills = Counter("dsd_reprefills_total", "Rounds where the target asked for the context again.",
+                                  registry=registry)
+
+
+class TargetMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.verify_compute = Histogram("dsd_target_verify_compute_seconds", "Target compute per verify round.",
+                                        buckets=_LATENCY_BUCKETS, registry=registry)
+        self.active_sessions = Gauge("dsd_target_active_sessions", "Sessions with a KV cache.", registry=registry)
+        self.cached_tokens = Gauge("dsd_target_cached_tokens", "Tokens held in KV caches.", registry=registry)
+        self.reprefills = Counter("dsd_target_reprefills_total", "Sessions rebuilt from draft-sent context.",
+                                  registry=registry)
+        self.evictions = Gauge("dsd_target_evictions", "Sessions evicted since start.", registry=registry)
+        codes = Counter("dsd_target_requests_total", "Verify RPCs by gRPC status code.", ["code"],
+                        registry=registry)
+        self.requests_ok = codes.labels(code="OK")
+        self.requests_by_code = codes
+        self.tokens_verified = Counter("dsd_target_tokens_verified_total", "Positions verified (window + 1).",
+                                       registry=registry)

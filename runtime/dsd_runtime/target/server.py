@@ -1,0 +1,145 @@
+"""The target's gRPC server: Verify/CloseSession/Info, standard health service, graceful shutdown.
+
+Model compute is serialised by one lock (a CPU forward already uses every core); overload beyond
+`max_pending` queued rounds answers RESOURCE_EXHAUSTED instead of queueing without bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry
+
+from dsd_runtime.common.models import LoadedModel
+from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
+from dsd_runtime.errors import DsdError, Overloaded
+from dsd_runtime.metrics import TargetMetrics
+from dsd_runtime.target.sessions import SessionStore
+from dsd_runtime.target.verifying import Verifier, VerifyInput
+from dsd_spec.sampling import SamplingParams
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = "dsd.v1.Target"
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    max_sessions: int = 64
+    max_cached_tokens: int = 65536
+    idle_ttl_s: float = 300.0
+    max_window: int = 32
+    max_pending: int = 64
+    grpc_workers: int = 16
+
+
+def _input_from(req: dsd_pb2.VerifyRequest) -> VerifyInput:
+    s = req.sampling
+    params = SamplingParams(temperature=max(0.0, s.temperature), top_k=max(0, s.top_k),
+                            top_p=s.top_p if 0.0 < s.top_p <= 1.0 else 1.0)
+    return VerifyInput(
+        session_id=req.session_id, committed_len=req.committed_len, context=list(req.context),
+        draft_tokens=list(req.draft_tokens),
+        draft_probs=[(list(d.token_ids), list(d.probs)) for d in req.draft_probs],
+        params=params, seed=s.seed,
+    )
+
+
+class TargetServicer(dsd_pb2_grpc.TargetServicer):
+    def __init__(self, model: LoadedModel, settings: TargetSettings, metrics: TargetMetrics) -> None:
+        self.model = model
+        self.settings = settings
+        self.metrics = metrics
+        self.store = SessionStore(settings.max_sessions, settings.max_cached_tokens, settings.idle_ttl_s)
+        self.verifier = Verifier(model.lm, self.store, settings.max_window)
+        self._compute = threading.Lock()
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+
+    def Verify(self, request: dsd_pb2.VerifyRequest, context: grpc.ServicerContext) -> dsd_pb2.VerifyResponse:
+        with self._pending_lock:
+            if self._pending >= self.settings.max_pending:
+                return self._fail(context, Overloaded(
+                    f"target overloaded: {self._pending} verify rounds queued (--max-pending)"))
+            self._pending += 1
+        try:
+            with self._compute:
+                if not context.is_active():  # the caller's deadline passed or it cancelled while queued
+                    self.metrics.requests_by_code.labels(code="CANCELLED").inc()
+                    context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while queued")
+                reprefills_before = self.verifier.reprefills
+                out = self.verifier.verify(_input_from(request))
+        except DsdError as e:
+            return self._fail(context, e)
+        finally:
+            with self._pending_lock:
+                self._pending -= 1
+        self.metrics.requests_ok.inc()
+        self._observe(request, out.seconds, self.verifier.reprefills - reprefills_before)
+        return dsd_pb2.VerifyResponse(need_context=out.need_context, num_accepted=out.num_accepted,
+                                      next_token=out.next_token, verify_seconds=out.seconds,
+                                      reprefilled=out.reprefilled)
+
+    def _observe(self, request: dsd_pb2.VerifyRequest, seconds: float, reprefills: int) -> None:
+        if seconds:
+            self.metrics.verify_compute.observe(seconds)
+            self.metrics.tokens_verified.inc(len(request.draft_tokens) + 1)
+        if reprefills:
+            self.metrics.reprefills.inc(reprefills)
+        self.metrics.active_sessions.set(len(self.store))
+        self.metrics.cached_tokens.set(self.store.cached_tokens)
+        self.metrics.evictions.set(self.store.evictions)
+
+    def _fail(self, context: grpc.ServicerContext, error: DsdError) -> dsd_pb2.VerifyResponse:
+        self.metrics.requests_by_code.labels(code=error.grpc_code.name).inc()
+        context.abort(error.grpc_code, str(error))
+        raise AssertionError("unreachable")  # abort raises
+
+    def CloseSession(self, request: dsd_pb2.CloseSessionRequest,
+                     context: grpc.ServicerContext) -> dsd_pb2.CloseSessionResponse:
+        with self._compute:
+            existed = self.store.remove(request.session_id)
+            self.metrics.active_sessions.set(len(self.store))
+            self.metrics.cached_tokens.set(self.store.cached_tokens)
+        return dsd_pb2.CloseSessionResponse(existed=existed)
+
+    def Info(self, request: dsd_pb2.InfoRequest, context: grpc.ServicerContext) -> dsd_pb2.InfoResponse:
+        return dsd_pb2.InfoResponse(
+            model_name=self.model.name, vocab_size=self.model.lm.vocab_size,
+            tokenizer_fingerprint=self.model.tokenizer_fingerprint, max_context=self.model.lm.max_context,
+            max_window=self.settings.max_window,
+        )
+
+
+class TargetServer:
+    """Owns the grpc.Server; `stop(grace_s)` lets in-flight rounds finish before closing."""
+
+    def __init__(self, model: LoadedModel, settings: TargetSettings, address: str,
+                 registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.servicer = TargetServicer(model, settings, TargetMetrics(self.registry))
+        self.health = health.HealthServicer()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.grpc_workers),
+                                  options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+        dsd_pb2_grpc.add_TargetServicer_to_server(self.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot bind the target's gRPC server to {address}")
+
+    def start(self) -> None:
+        self.server.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("target %s serving on port %d", self.servicer.model.name, self.port)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace_s).wait()
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()
