@@ -14,10 +14,12 @@ PROMPTS = ["Hello", "The quick brown fox", "def f(x):\n    return", "1 2 3 4", "
 
 
 def target_alone(model, prompt_ids: list[int], n: int) -> list[int]:
-    ids = torch.tensor([prompt_ids])
-    out = model.lm.model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                                  pad_token_id=model.tokenizer.pad_token_id)
-    return out[0, len(prompt_ids):].tolist()
+    """Plain greedy decoding by the target alone: a full forward per token, no cache, no stop tokens."""
+    ids = list(prompt_ids)
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(model.lm.model(torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids[len(prompt_ids):]
 
 
 def dsd_generate(loaded, draft: str, prompt_ids, n, port, config: WindowConfig) -> tuple[list[int], GenerationStats]:

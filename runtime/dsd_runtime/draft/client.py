@@ -6,6 +6,7 @@ again before handing back the answer, on a worker thread so pipelined drafting o
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -83,10 +84,8 @@ class TargetClient:
 
     def close_session(self, session_id: str) -> None:
         """Best effort: a target that is gone has forgotten the session anyway."""
-        try:
+        with contextlib.suppress(grpc.RpcError, ValueError):  # ValueError: channel already closed
             self.stub.CloseSession(dsd_pb2.CloseSessionRequest(session_id=session_id), timeout=2.0)
-        except grpc.RpcError:
-            pass
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

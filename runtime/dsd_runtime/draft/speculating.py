@@ -28,7 +28,7 @@ from dsd_spec.sampling import SamplingParams
 class GenerationRequest:
     prompt_ids: list[int]
     max_tokens: int
-    params: SamplingParams = SamplingParams()
+    params: SamplingParams = field(default_factory=SamplingParams)
     seed: int = 0
     stop_token_ids: frozenset[int] = frozenset()
 
