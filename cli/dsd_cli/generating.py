@@ -1,0 +1,60 @@
+"""`dsd generate`: one request through a real target server (in-process, gRPC on loopback) and a draft."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from rich.console import Console
+
+from dsd_runtime.common import models
+from dsd_runtime.draft.client import LinkEmulation
+from dsd_runtime.draft.engine import DraftEngine, TextRequest
+from dsd_runtime.draft.windowing import WindowConfig
+from dsd_runtime.target.server import TargetServer, TargetSettings
+from dsd_spec.sampling import SamplingParams
+
+
+def _target_alone_tokens_per_s(target: models.LoadedModel, prompt_ids: list[int], n: int) -> float:
+    lm = target.lm
+    seq = lm.new_sequence()
+    start = time.perf_counter()
+    logits = lm.forward(seq, prompt_ids)[-1]
+    for _ in range(n - 1):
+        logits = lm.forward(seq, [int(logits.argmax())])[-1]
+    return n / (time.perf_counter() - start)
+
+
+def generate_once(prompt: str, target_ref: str, draft_ref: str, max_tokens: int, temperature: float, seed: int,
+                  chat: bool, window: WindowConfig, delay_ms: float, compare: bool) -> None:
+    console = Console(stderr=True)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    with console.status("loading models"):
+        target = models.load(target_ref)
+        draft = models.load(draft_ref)
+    server = TargetServer(target, TargetSettings(), "127.0.0.1:0")
+    server.start()
+    engine = DraftEngine(draft, f"127.0.0.1:{server.port}", window, LinkEmulation(delay_ms))
+    try:
+        engine.connect()
+        tok = draft.tokenizer
+        if chat and tok.chat_template:
+            ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                          tokenize=True, return_dict=False)
+        else:
+            ids = tok(prompt)["input_ids"]
+        ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
+        done = engine.complete(TextRequest(ids, max_tokens, SamplingParams(temperature=temperature), seed))
+        print(done.text)
+        tps = done.completion_tokens / done.seconds if done.seconds else 0.0
+        s = done.stats
+        console.print(f"\n[bold]{done.completion_tokens} tokens in {done.seconds:.2f}s = {tps:.1f} tokens/s[/]  "
+                      f"acceptance {s.acceptance:.1%}  mean accepted length {s.mean_accepted_length:.2f}  "
+                      f"rounds {s.rounds}  gamma {window.gamma} ({window.policy}, "
+                      f"{'pipelined' if window.pipelined else 'blocking'})")
+        if compare and done.completion_tokens:
+            base = _target_alone_tokens_per_s(target, ids, done.completion_tokens)
+            console.print(f"target alone: {base:.1f} tokens/s  ->  DSD speedup {tps / base:.2f}x")
+    finally:
+        engine.close()
+        server.stop(0)

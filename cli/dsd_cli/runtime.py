@@ -1,0 +1,113 @@
+"""`dsd serve | generate | target | draft | models ...`: the runtime's commands."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+SMOLLM2_TARGET = "smollm2-135m-instruct"
+SMOLLM2_DRAFT = "smollm2-135m-draft"
+
+models_app = typer.Typer(help="Local models: tiny test models, the distilled SmolLM2 draft.", no_args_is_help=True)
+
+
+def _window(gamma: int, gamma_min: int, gamma_max: int, policy: str, pipelined: bool):  # type: ignore[no-untyped-def]
+    from dsd_runtime.draft.windowing import WindowConfig
+
+    try:
+        return WindowConfig(gamma, gamma_min, max(gamma_max, gamma), policy, pipelined)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+GAMMA = typer.Option(4, help="Speculation window (static policy) / starting window (adaptive).")
+GAMMA_MIN = typer.Option(1, help="Smallest window the adaptive policy may choose.")
+GAMMA_MAX = typer.Option(8, help="Largest window the adaptive policy may choose.")
+POLICY = typer.Option("static", help="static | adaptive (per-round goodput-optimal gamma).")
+PIPELINED = typer.Option(True, "--pipelined/--blocking", help="Draft ahead while a verify is in flight.")
+DELAY = typer.Option(0.0, "--delay-ms", help="Emulated one-way delay on the draft-target link.")
+JITTER = typer.Option(0.0, "--jitter-ms", help="Emulated jitter (uniform +-).")
+BANDWIDTH = typer.Option(0.0, "--bandwidth-mbps", help="Emulated bandwidth cap (0 = none).")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")
+
+    @app.command("target")
+    def target(
+        model: str = typer.Option(SMOLLM2_TARGET, help="Directory, .gguf file or built-in name."),
+        host: str = "127.0.0.1", port: int = 50051,
+        metrics_port: int = typer.Option(9101, help="Prometheus /metrics port (0 = any, -1 = off)."),
+        max_sessions: int = 64, max_cached_tokens: int = 65536, idle_ttl_s: float = 300.0,
+        max_window: int = 32, max_pending: int = 64, threads: int = typer.Option(0, help="torch threads (0=auto)."),
+    ) -> None:
+        """Run the target role: gRPC verification with per-session KV caches."""
+        from dsd_runtime.target.running import run_target
+        from dsd_runtime.target.server import TargetSettings
+
+        logging.basicConfig(level=logging.INFO)
+        settings = TargetSettings(max_sessions, max_cached_tokens, idle_ttl_s, max_window, max_pending)
+        run_target(model, f"{host}:{port}", metrics_port, settings, threads or None)
+
+    @app.command("draft")
+    def draft(
+        model: str = typer.Option(SMOLLM2_DRAFT, help="Directory, .gguf file or built-in name."),
+        target: str = typer.Option("127.0.0.1:50051", help="Target gRPC address host:port."),
+        host: str = "127.0.0.1", port: int = 8000, control_port: int = 50052,
+        gamma: int = GAMMA, gamma_min: int = GAMMA_MIN, gamma_max: int = GAMMA_MAX, policy: str = POLICY,
+        pipelined: bool = PIPELINED, delay_ms: float = DELAY, jitter_ms: float = JITTER,
+        bandwidth_mbps: float = BANDWIDTH,
+        config: Path | None = typer.Option(None, help="Runtime config file (window section), re-read on change."),
+        threads: int = typer.Option(0, help="torch threads (0=auto)."),
+        target_deadline_s: float = typer.Option(30.0, help="Give up on the target after this long (HTTP 503)."),
+    ) -> None:
+        """Run the draft role: speculation against a target and the OpenAI-compatible API."""
+        from dsd_runtime.draft.client import LinkEmulation
+        from dsd_runtime.draft.running import run_draft
+
+        logging.basicConfig(level=logging.INFO)
+        run_draft(model, target, host, port, control_port, _window(gamma, gamma_min, gamma_max, policy, pipelined),
+                  LinkEmulation(delay_ms, jitter_ms, bandwidth_mbps), config, threads or None, target_deadline_s)
+
+    @app.command("serve")
+    def serve(
+        target_model: str = typer.Option(SMOLLM2_TARGET, help="Target model."),
+        draft_model: str = typer.Option(SMOLLM2_DRAFT, help="Draft model (same tokenizer as the target)."),
+        port: int = typer.Option(8000, help="OpenAI API port on 127.0.0.1."),
+        gamma: int = GAMMA, policy: str = POLICY, pipelined: bool = PIPELINED, delay_ms: float = DELAY,
+        jitter_ms: float = JITTER, bandwidth_mbps: float = BANDWIDTH,
+    ) -> None:
+        """Run target and draft as two local processes over gRPC and serve the OpenAI API (the main job)."""
+        from dsd_runtime.local import ServeOptions
+        from dsd_runtime.local import serve as run_serve
+
+        draft_args = ("--gamma", str(gamma), "--gamma-max", str(max(8, gamma)), "--policy", policy,
+                      "--pipelined" if pipelined else "--blocking", "--delay-ms", str(delay_ms),
+                      "--jitter-ms", str(jitter_ms), "--bandwidth-mbps", str(bandwidth_mbps))
+        raise typer.Exit(run_serve(ServeOptions(target_model, draft_model, port, extra_draft_args=draft_args)))
+
+    @app.command("generate")
+    def generate(
+        prompt: str,
+        target_model: str = typer.Option(SMOLLM2_TARGET), draft_model: str = typer.Option(SMOLLM2_DRAFT),
+        max_tokens: int = 64, temperature: float = 0.0, seed: int = 0, chat: bool = typer.Option(True),
+        gamma: int = GAMMA, policy: str = POLICY, pipelined: bool = PIPELINED, delay_ms: float = DELAY,
+        compare: bool = typer.Option(True, help="Also time the target decoding alone and report the speedup."),
+    ) -> None:
+        """Generate once through DSD (real gRPC on loopback) and print text, tokens/s and acceptance."""
+        from dsd_cli.generating import generate_once
+
+        generate_once(prompt, target_model, draft_model, max_tokens, temperature, seed, chat,
+                      _window(gamma, 1, 8, policy, pipelined), delay_ms, compare)
+
+    @models_app.command("build-tiny")
+    def build_tiny(out: Path = typer.Argument(..., help="Directory to write target/ and drafts into.")) -> None:
+        """Build tiny random models (target, same, partial, random drafts) for fast local experiments."""
+        from dsd_runtime.common import tiny
+
+        target_dir = tiny.build_tiny_model(out / "target", seed=1)
+        tiny.build_tiny_model(out / "draft-partial", seed=2, base=target_dir, perturb=0.25)
+        tiny.build_tiny_model(out / "draft-random", seed=3, hidden=32, layers=1)
+        print(out)

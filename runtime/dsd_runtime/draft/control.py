@@ -1,0 +1,102 @@
+"""Run-time control of the speculation window: a gRPC DraftControl service and a watched config file.
+
+The operator writes the window into a ConfigMap mounted as a file; the draft re-reads it when it changes,
+without a restart. Invalid changes are rejected (INVALID_ARGUMENT / logged) and the old window stays.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import yaml
+
+from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
+from dsd_runtime.draft.windowing import WindowConfig, WindowController
+
+log = logging.getLogger(__name__)
+_FIELDS = ("gamma", "gamma_min", "gamma_max", "policy", "pipelined")
+
+
+def _to_proto(cfg: WindowConfig) -> dsd_pb2.WindowConfig:
+    return dsd_pb2.WindowConfig(gamma=cfg.gamma, gamma_min=cfg.gamma_min, gamma_max=cfg.gamma_max,
+                                policy=cfg.policy, pipelined=cfg.pipelined)
+
+
+class DraftControlServicer(dsd_pb2_grpc.DraftControlServicer):
+    def __init__(self, window: WindowController) -> None:
+        self.window = window
+
+    def GetWindow(self, request: dsd_pb2.GetWindowRequest, context: grpc.ServicerContext) -> dsd_pb2.WindowConfig:
+        return _to_proto(self.window.config)
+
+    def SetWindow(self, request: dsd_pb2.WindowConfig, context: grpc.ServicerContext) -> dsd_pb2.WindowConfig:
+        # proto3 scalars have no presence: 0 / "" mean "unchanged"; `pipelined` is always applied.
+        changes: dict[str, object] = {k: getattr(request, k) for k in ("gamma", "gamma_min", "gamma_max", "policy")
+                                      if getattr(request, k)}
+        changes["pipelined"] = request.pipelined
+        try:
+            return _to_proto(self.window.update(**changes))
+        except ValueError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            raise
+
+
+def start_control_server(window: WindowController, address: str) -> tuple[grpc.Server, int]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    dsd_pb2_grpc.add_DraftControlServicer_to_server(DraftControlServicer(window), server)
+    port = server.add_insecure_port(address)
+    server.start()
+    return server, port
+
+
+def load_window_file(path: Path) -> dict[str, object]:
+    """Reads the `window` section (or the whole document) of a YAML/JSON runtime config file."""
+    doc = yaml.safe_load(path.read_text()) or {}
+    section = doc.get("window", doc) if isinstance(doc, dict) else {}
+    unknown = set(section) - set(_FIELDS)
+    if unknown:
+        raise ValueError(f"{path}: unknown window fields {sorted(unknown)}; allowed: {list(_FIELDS)}")
+    return dict(section)
+
+
+class ConfigWatcher(threading.Thread):
+    """Polls the file's mtime (a mounted ConfigMap changes by symlink swap, which inotify handles badly)."""
+
+    def __init__(self, path: Path, window: WindowController, interval_s: float = 1.0) -> None:
+        super().__init__(name="dsd-config-watcher", daemon=True)
+        self.path = path
+        self.window = window
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._last: tuple[float, int] | None = None
+        self.applied = 0
+
+    def check_once(self) -> bool:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return False
+        stamp = (st.st_mtime, st.st_size)
+        if stamp == self._last:
+            return False
+        self._last = stamp
+        try:
+            cfg = self.window.update(**load_window_file(self.path))
+        except (ValueError, TypeError, yaml.YAMLError) as e:
+            log.error("ignoring invalid runtime config %s: %s", self.path, e)
+            return False
+        self.applied += 1
+        log.info("window from %s: %s", self.path, json.dumps(cfg.__dict__))
+        return True
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.check_once()
+
+    def stop(self) -> None:
+        self._stop.set()

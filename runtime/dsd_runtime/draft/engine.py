@@ -1,0 +1,141 @@
+"""A draft server's engine: one draft model, one target client, shared window control and metrics.
+
+Turns text requests into token generation (Speculator) and back into text, with stop strings, usage counts
+and cancellation. Used by the HTTP API and by `dsd generate`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+
+from dsd_runtime.common import models, tokenization
+from dsd_runtime.draft.client import LinkEmulation, TargetClient
+from dsd_runtime.draft.speculating import GenerationRequest, GenerationStats, Speculator
+from dsd_runtime.draft.windowing import WindowConfig, WindowController
+from dsd_runtime.errors import InvalidRequest
+from dsd_runtime.metrics import DraftMetrics
+from dsd_spec.sampling import SamplingParams
+
+
+@dataclass
+class TextRequest:
+    prompt_ids: list[int]
+    max_tokens: int
+    params: SamplingParams
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TextChunk:
+    text: str
+    finish_reason: str | None = None
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    stats: GenerationStats
+    seconds: float
+
+
+class DraftEngine:
+    def __init__(self, draft: models.LoadedModel, target_address: str, window: WindowConfig,
+                 link: LinkEmulation | None = None, target_deadline_s: float = 30.0,
+                 registry: CollectorRegistry | None = None, served_model_name: str | None = None) -> None:
+        self.draft = draft
+        self.client = TargetClient(target_address, link, target_deadline_s)
+        self.window = WindowController(window)
+        self.registry = registry or CollectorRegistry()
+        self.metrics = DraftMetrics(self.registry)
+        self.metrics.gamma.set(window.gamma)
+        self.speculator = Speculator(draft.lm, self.client, self.window, self.metrics)
+        self.target_name = ""
+        self.target_max_context = draft.lm.max_context
+        self.served_model_name = served_model_name
+        self.ready = threading.Event()
+
+    def connect(self, timeout_s: float = 60.0) -> None:
+        """Waits for the target, then refuses an incompatible pair (different tokenizers)."""
+        info = self.client.info(timeout_s)
+        tokenization.check_compatible(self.draft.name, self.draft.tokenizer_fingerprint, self.draft.lm.vocab_size,
+                                      info.model_name, info.tokenizer_fingerprint, info.vocab_size)
+        self.target_name = info.model_name
+        self.target_max_context = min(info.max_context, self.draft.lm.max_context)
+        self.ready.set()
+
+    @property
+    def model_name(self) -> str:
+        return self.served_model_name or self.target_name or self.draft.name
+
+    def check_length(self, prompt_tokens: int, max_tokens: int) -> None:
+        if prompt_tokens + max_tokens > self.target_max_context:
+            raise InvalidRequest(
+                f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the model's context "
+                f"length of {self.target_max_context} tokens", "max_tokens")
+
+    def stream(self, req: TextRequest, cancel: threading.Event, stats: GenerationStats) -> Iterator[TextChunk]:
+        """Yields text deltas; the last chunk carries the finish reason ('stop' or 'length')."""
+        self.check_length(len(req.prompt_ids), req.max_tokens)
+        tokenizer = self.draft.tokenizer
+        eos = {t for t in (tokenizer.eos_token_id,) if t is not None}
+        gen_req = GenerationRequest(req.prompt_ids, req.max_tokens, req.params,
+                                    req.seed if req.seed is not None else secrets.randbits(48), frozenset(eos))
+        out_ids: list[int] = []
+        emitted = ""
+        held = max((len(s) for s in req.stop), default=0)  # hold back text that could start a stop string
+        start = time.perf_counter()
+        last = start
+        self.metrics.active_requests.inc()
+        try:
+            for tok in self.speculator.generate(gen_req, cancel, stats):
+                now = time.perf_counter()
+                (self.metrics.ttft if not out_ids else self.metrics.itl).observe(now - last)
+                last = now
+                self.metrics.tokens_generated.inc()
+                if tok in eos:
+                    break
+                out_ids.append(tok)
+                text = tokenizer.decode(out_ids, skip_special_tokens=True)
+                for s in req.stop:
+                    cut = text.find(s)
+                    if cut != -1:
+                        yield TextChunk(text[len(emitted):cut], "stop")
+                        return
+                safe = len(text) - held if held else len(text)
+                if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
+                    safe = min(safe, len(text) - 1)
+                if safe > len(emitted):
+                    yield TextChunk(text[len(emitted):safe])
+                    emitted = text[:safe]
+            else:
+                text = tokenizer.decode(out_ids, skip_special_tokens=True)
+                yield TextChunk(text[len(emitted):], "length" if len(out_ids) >= req.max_tokens else "stop")
+                return
+            text = tokenizer.decode(out_ids, skip_special_tokens=True)
+            yield TextChunk(text[len(emitted):], "stop")
+        finally:
+            stats.completion_tokens = len(out_ids)
+            self.metrics.active_requests.dec()
+
+    def complete(self, req: TextRequest, cancel: threading.Event | None = None) -> Completion:
+        stats = GenerationStats()
+        start = time.perf_counter()
+        parts, finish = [], "length"
+        for chunk in self.stream(req, cancel or threading.Event(), stats):
+            parts.append(chunk.text)
+            finish = chunk.finish_reason or finish
+        return Completion("".join(parts), len(req.prompt_ids), stats.completion_tokens,
+                          finish, stats, time.perf_counter() - start)
+
+    def close(self) -> None:
+        self.client.close()

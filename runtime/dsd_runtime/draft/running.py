@@ -1,0 +1,66 @@
+"""`dsd draft`: load the draft model, connect to the target, serve the OpenAI API, control RPC and config watch."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import torch
+import uvicorn
+
+from dsd_runtime.api.app import create_app
+from dsd_runtime.common import models
+from dsd_runtime.draft.client import LinkEmulation
+from dsd_runtime.draft.control import ConfigWatcher, start_control_server
+from dsd_runtime.draft.engine import DraftEngine
+from dsd_runtime.draft.windowing import WindowConfig
+from dsd_runtime.errors import DsdError, IncompatibleModels
+
+log = logging.getLogger(__name__)
+
+
+def _connect_forever(engine: DraftEngine, failed: list[BaseException]) -> None:
+    """Retries until the target answers; an incompatible pair is fatal (recorded for the caller)."""
+    while not engine.ready.is_set():
+        try:
+            engine.connect(timeout_s=10.0)
+        except IncompatibleModels as e:
+            failed.append(e)
+            return
+        except DsdError as e:
+            log.warning("target not reachable yet: %s", e)
+
+
+def run_draft(model_ref: str, target: str, host: str, port: int, control_port: int, window: WindowConfig,
+              link: LinkEmulation, config_file: Path | None, threads: int | None = None,
+              target_deadline_s: float = 30.0) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    draft = models.load(model_ref)
+    engine = DraftEngine(draft, target, window, link, target_deadline_s)
+    # Fail fast on an incompatible pair when the target is already up; otherwise keep retrying in background.
+    failed: list[BaseException] = []
+    try:
+        engine.connect(timeout_s=5.0)
+    except IncompatibleModels:
+        raise
+    except DsdError:
+        threading.Thread(target=_connect_forever, args=(engine, failed), daemon=True).start()
+    control, bound = start_control_server(engine.window, f"{host}:{control_port}")
+    watcher = None
+    if config_file is not None:
+        watcher = ConfigWatcher(config_file, engine.window)
+        watcher.check_once()
+        watcher.start()
+    print(f"draft {draft.name} -> target {target}; OpenAI API on http://{host}:{port}/v1, control gRPC on "
+          f"{host}:{bound}", flush=True)
+    try:
+        uvicorn.run(create_app(engine), host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
+    finally:
+        if watcher:
+            watcher.stop()
+        control.stop(2)
+        engine.close()
+    if failed:
+        raise failed[0]

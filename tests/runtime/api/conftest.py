@@ -1,0 +1,64 @@
+"""A real draft server (uvicorn on loopback) in front of a real gRPC target, both with tiny models."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import uvicorn
+
+from dsd_runtime.api.app import create_app
+from dsd_runtime.draft.engine import DraftEngine
+from dsd_runtime.draft.windowing import WindowConfig
+from tests.support.runtime_fixtures import start_target
+from tests.support.waiting import wait_for
+
+
+@dataclass
+class ApiServer:
+    base_url: str
+    engine: DraftEngine
+    target_port: int
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_api(engine: DraftEngine) -> tuple[uvicorn.Server, threading.Thread, str]:
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _up(url), 30, "uvicorn listening")
+    return server, thread, url
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def api(loaded) -> Iterator[ApiServer]:
+    target = start_target(loaded["target"])
+    engine = DraftEngine(loaded["partial"], f"127.0.0.1:{target.port}", WindowConfig(gamma=3), target_deadline_s=5,
+                         served_model_name="tiny")
+    engine.connect()
+    server, thread, url = run_api(engine)
+    yield ApiServer(url, engine, target.port)
+    server.should_exit = True
+    thread.join(10)
+    engine.close()
+    target.stop(0)
+    time.sleep(0)  # yield to finishing threads
