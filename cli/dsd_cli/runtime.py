@@ -111,3 +111,30 @@ def register(app: typer.Typer) -> None:
         tiny.build_tiny_model(out / "draft-partial", seed=2, base=target_dir, perturb=0.25)
         tiny.build_tiny_model(out / "draft-random", seed=3, hidden=32, layers=1)
         print(out)
+
+
+@models_app.command("distill")
+def distill(
+    target_model: str = typer.Option(SMOLLM2_TARGET, help="Target to distill a draft for."),
+    out: Path | None = typer.Option(None, help="Output directory (default: the cache used by smollm2-135m-draft)."),
+    layers: int = typer.Option(2, help="Decoder layers of the draft (copied from the target, then trained)."),
+    minutes: float = typer.Option(4.0, help="Training time budget on CPU."),
+    force: bool = typer.Option(False, help="Retrain even if a cached draft exists."),
+) -> None:
+    """Train a small draft on the target's own generations (cached; reused by `smollm2-135m-draft`)."""
+    from rich.progress import Progress
+
+    from dsd_runtime import distilling
+    from dsd_runtime.common import models
+
+    out_dir = out or models.distilled_draft_dir()
+    if (out_dir / "config.json").exists() and not force:
+        print(f"cached draft in {out_dir} ({(out_dir / 'dsd-distill.json').read_text().strip()}); --force retrains")
+        return
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with Progress() as bar:
+        task = bar.add_task("distilling", total=1.0)
+        result = distilling.distill(target_model, out_dir, layers, minutes,
+                                    progress=lambda msg, frac: bar.update(task, completed=frac, description=msg))
+    print(f"draft written to {result.path}: held-out greedy agreement {result.greedy_agreement:.1%} "
+          f"({result.num_train_tokens} training tokens, {result.seconds:.0f}s)")

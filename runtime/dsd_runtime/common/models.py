@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,9 +96,16 @@ def load(ref: str, dtype: torch.dtype | None = None, device: str = "cpu") -> Loa
     if gguf_file is not None:
         cached = _gguf_safetensors_cache(directory, gguf_file)
         if not (cached / "config.json").exists():
-            model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file, dtype=torch.float32)
+            gguf_model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file, dtype=torch.float32)
             tok = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
+            # A GGUF-loaded model refuses save_pretrained: copy its dequantised weights into a plain model.
+            config = gguf_model.config
+            if hasattr(config, "quantization_config"):
+                del config.quantization_config
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            model.load_state_dict(gguf_model.state_dict())
             tmp = cached.with_name(cached.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
             tmp.rename(cached)

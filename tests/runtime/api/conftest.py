@@ -24,6 +24,7 @@ class ApiServer:
     base_url: str
     engine: DraftEngine
     target_port: int
+    engine_target: object  # the in-process TargetServer
 
 
 def _free_port() -> int:
@@ -56,7 +57,7 @@ def api(loaded) -> Iterator[ApiServer]:
                          served_model_name="tiny")
     engine.connect()
     server, thread, url = run_api(engine)
-    yield ApiServer(url, engine, target.port)
+    yield ApiServer(url, engine, target.port, target)
     server.should_exit = True
     thread.join(10)
     engine.close()

@@ -1,0 +1,52 @@
+"""Metrics move after a request; a client that disconnects mid-stream cancels work on both sides."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.waiting import wait_for
+
+
+def _samples(url: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            key = s.name + ("{" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) + "}" if s.labels else "")
+            out[key] = s.value
+    return out
+
+
+def test_metrics_move_after_a_request(api):
+    before = _samples(api.base_url)
+    r = httpx.post(f"{api.base_url}/v1/completions", json={"prompt": "Hello", "max_tokens": 12, "temperature": 0},
+                   timeout=30)
+    assert r.status_code == 200
+    after = _samples(api.base_url)
+    for name in ("dsd_tokens_generated_total", "dsd_draft_tokens_proposed_total", "dsd_speculation_rounds_total",
+                 "dsd_verify_rtt_seconds_count", "dsd_time_to_first_token_seconds_count",
+                 "dsd_draft_step_seconds_count"):
+        assert after[name] > before.get(name, 0.0), name
+    assert after["dsd_requests_total{code=200,endpoint=/v1/completions}"] >= 1
+    assert after["dsd_gamma"] >= 1
+    assert "dsd_draft_tokens_accepted_per_position_total{position=1}" in after
+
+
+def test_disconnecting_mid_stream_cancels_generation_and_closes_the_target_session(api):
+    body = {"prompt": "Once", "max_tokens": 400, "temperature": 0.9, "seed": 5, "ignore": True}
+    full = httpx.post(f"{api.base_url}/v1/completions", json=body, timeout=60).json()["usage"]["completion_tokens"]
+    assert full > 100, "pick a request that runs long enough to be interrupted"
+    generated = api.engine.metrics.tokens_generated
+    before = generated._value.get()
+    with httpx.Client(timeout=30) as client, client.stream(
+            "POST", f"{api.base_url}/v1/completions",
+            json={**body, "stream": True}) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                break  # got a first chunk: hang up
+    active = api.engine.metrics.active_requests
+    wait_for(lambda: active._value.get() == 0, 30, "generation cancelled (no active requests)")
+    assert generated._value.get() - before < full / 2, "generation ran on after the client left"
+    wait_for(lambda: len(api.engine_target.servicer.store) == 0, 10, "target session closed")

@@ -1,0 +1,52 @@
+"""Gamma and its bounds change at run time: through the control RPC and through the watched config file."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
+from dsd_runtime.draft.control import ConfigWatcher, start_control_server
+from dsd_runtime.draft.windowing import WindowConfig, WindowController
+
+
+@pytest.fixture
+def control():
+    window = WindowController(WindowConfig(gamma=4, gamma_min=1, gamma_max=8))
+    server, port = start_control_server(window, "127.0.0.1:0")
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield window, dsd_pb2_grpc.DraftControlStub(channel)
+    channel.close()
+    server.stop(0)
+
+
+def test_set_window_over_grpc_applies_to_the_next_round(control):
+    window, stub = control
+    got = stub.SetWindow(dsd_pb2.WindowConfig(gamma=6, gamma_max=10, policy="static", pipelined=False), timeout=5)
+    assert (got.gamma, got.gamma_max, got.pipelined) == (6, 10, False)
+    assert window.next_gamma() == 6
+    assert stub.GetWindow(dsd_pb2.GetWindowRequest(), timeout=5).gamma == 6
+
+
+def test_invalid_window_is_invalid_argument_and_keeps_the_old_one(control):
+    window, stub = control
+    with pytest.raises(grpc.RpcError) as err:
+        stub.SetWindow(dsd_pb2.WindowConfig(gamma=9, gamma_max=8, pipelined=True), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "gamma_max" in err.value.details()
+    assert window.config.gamma == 4
+
+
+def test_config_file_changes_are_picked_up_and_bad_files_ignored(tmp_path):
+    window = WindowController(WindowConfig(gamma=4))
+    path = tmp_path / "runtime.yaml"
+    watcher = ConfigWatcher(path, window)
+    assert not watcher.check_once()  # no file yet
+    path.write_text("window:\n  gamma: 2\n  gamma_max: 6\n  policy: adaptive\n")
+    assert watcher.check_once()
+    assert (window.config.gamma, window.config.gamma_max, window.config.policy) == (2, 6, "adaptive")
+    path.write_text("window:\n  gamma: 99\n  gamma_max: 6\n")
+    assert not watcher.check_once()
+    assert window.config.gamma == 2
+    path.write_text("window:\n  colour: red\n")
+    assert not watcher.check_once()
