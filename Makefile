@@ -7,7 +7,8 @@ setup:
 	bash scripts/setup.sh
 
 serve: setup
-	dsd dev cluster up
+	dsd models distill   # once: trains and caches the SmolLM2 draft (~6 min on 2 cores)
+	dsd serve
 
 lint:
 	ruff check .
