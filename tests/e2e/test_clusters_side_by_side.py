@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 from kubernetes import client, config
@@ -30,13 +31,13 @@ def test_second_cluster_is_independent_and_uses_its_node_file(cluster, tmp_path)
             assert "only-in-second" not in names
         finally:
             api.close()
-        out = subprocess.run(["dsd", "dev", "cluster", "status", "--json"], capture_output=True, text=True,
+        out = subprocess.run([sys.executable, "-m", "dsd_cli.main", "dev", "cluster", "status", "--json"], capture_output=True, text=True,
                              check=True)
         rows = {r["name"]: r for r in json.loads(out.stdout)}
         assert rows["pytest-second"]["healthy"] is True
         assert rows["pytest-second"]["kubeconfig"] == str(second.kubeconfig)
     finally:
         assert stop_cluster("pytest-second")
-    out = subprocess.run(["dsd", "dev", "cluster", "status", "--name", "pytest-second"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "dsd_cli.main", "dev", "cluster", "status", "--name", "pytest-second"], capture_output=True,
                          text=True)
     assert out.returncode == 1
