@@ -12,6 +12,7 @@ from kubernetes import client, config
 from dsd_devcluster import start_cluster, stop_cluster
 
 pytestmark = pytest.mark.cluster
+DSD = [sys.executable, "-m", "dsd_cli.main"]
 
 
 def test_second_cluster_is_independent_and_uses_its_node_file(cluster, tmp_path):
@@ -31,13 +32,13 @@ def test_second_cluster_is_independent_and_uses_its_node_file(cluster, tmp_path)
             assert "only-in-second" not in names
         finally:
             api.close()
-        out = subprocess.run([sys.executable, "-m", "dsd_cli.main", "dev", "cluster", "status", "--json"], capture_output=True, text=True,
+        out = subprocess.run([*DSD, "dev", "cluster", "status", "--json"], capture_output=True, text=True,
                              check=True)
         rows = {r["name"]: r for r in json.loads(out.stdout)}
         assert rows["pytest-second"]["healthy"] is True
         assert rows["pytest-second"]["kubeconfig"] == str(second.kubeconfig)
     finally:
         assert stop_cluster("pytest-second")
-    out = subprocess.run([sys.executable, "-m", "dsd_cli.main", "dev", "cluster", "status", "--name", "pytest-second"], capture_output=True,
+    out = subprocess.run([*DSD, "dev", "cluster", "status", "--name", "pytest-second"], capture_output=True,
                          text=True)
     assert out.returncode == 1
