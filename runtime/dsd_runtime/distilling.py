@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ def _generate(target: models.LoadedModel, prompts: list[str], max_new: int, batc
                                            pad_token_id=tok.pad_token_id)
         for row, mask in zip(gen, enc["attention_mask"], strict=True):
             pad = int((mask == 0).sum())
-            ids = [t for t in row[pad:].tolist()]
+            ids = row[pad:].tolist()
             while ids and ids[-1] == tok.pad_token_id:
                 ids.pop()
             out.append((ids, int(mask.sum())))
@@ -73,7 +74,7 @@ def _generate(target: models.LoadedModel, prompts: list[str], max_new: int, batc
     return out
 
 
-def _build_draft(target_dir: Path, num_layers: int) -> torch.nn.Module:
+def build_draft(target_dir: Path, num_layers: int) -> torch.nn.Module:
     draft = AutoModelForCausalLM.from_pretrained(target_dir, dtype=torch.float32)
     draft.model.layers = draft.model.layers[:num_layers]
     draft.config.num_hidden_layers = num_layers
@@ -109,10 +110,7 @@ def distill(target_ref: str, out_dir: Path, num_layers: int = 2, train_minutes: 
     rng.shuffle(prompts)
     data = _generate(target, prompts, max_new_tokens, 8, progress)
     held_out, train = data[:6], data[6:]
-    target_dir = models.resolve(target_ref)[0]
-    if models.resolve(target_ref)[1] is not None:  # GGUF: use the cached plain copy written by models.load
-        target_dir = models._gguf_safetensors_cache(*models.resolve(target_ref)[:2])
-    draft = _build_draft(target_dir, num_layers)
+    draft = build_draft(models.plain_weights_dir(target_ref), num_layers)
     opt = torch.optim.AdamW([p for p in draft.parameters() if p.requires_grad], lr=3e-4, weight_decay=0.0)
     deadline = time.perf_counter() + train_minutes * 60
     steps = tokens = 0
@@ -140,8 +138,6 @@ def distill(target_ref: str, out_dir: Path, num_layers: int = 2, train_minutes: 
             "held_out_greedy_agreement": agreement, "seconds": time.perf_counter() - start}
     (tmp / "dsd-distill.json").write_text(json.dumps(meta, indent=2))
     if out_dir.exists():
-        import shutil
-
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
     return DistillResult(out_dir, agreement, tokens, time.perf_counter() - start)

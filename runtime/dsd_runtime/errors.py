@@ -48,6 +48,3 @@ class ModelNotFound(DsdError):
     grpc_code = grpc.StatusCode.NOT_FOUND
     http_status = 404
 
-
-def grpc_abort(context: grpc.ServicerContext, error: DsdError) -> None:
-    context.abort(error.grpc_code, str(error))

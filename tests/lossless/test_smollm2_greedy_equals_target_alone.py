@@ -25,8 +25,7 @@ PROMPTS = ["Write one sentence about the sea.", "What is the capital of France?"
 @pytest.fixture(scope="module")
 def smollm2():
     target = models.load(models.SMOLLM2_TARGET)
-    directory = models._gguf_safetensors_cache(*models.resolve(models.SMOLLM2_TARGET)[:2])
-    draft_model = distilling._build_draft(directory, num_layers=4).eval()
+    draft_model = distilling.build_draft(models.plain_weights_dir(models.SMOLLM2_TARGET), num_layers=4).eval()
     draft = models.LoadedModel("smollm2-4-layers", lm.CausalLM(draft_model, "smollm2-4-layers"), target.tokenizer,
                                target.tokenizer_fingerprint)
     return target, draft

@@ -91,6 +91,15 @@ def _gguf_safetensors_cache(directory: Path, gguf_file: str) -> Path:
     return models_cache() / "gguf" / f"{Path(gguf_file).stem}-{key}"
 
 
+def plain_weights_dir(ref: str) -> Path:
+    """Directory of `ref`'s weights in plain transformers format (for GGUF: the dequantised cache).
+
+    For a GGUF reference the cache is written by `load`, so call `load(ref)` first.
+    """
+    directory, gguf_file, _ = resolve(ref)
+    return directory if gguf_file is None else _gguf_safetensors_cache(directory, gguf_file)
+
+
 def load(ref: str, dtype: torch.dtype | None = None, device: str = "cpu") -> LoadedModel:
     directory, gguf_file, name = resolve(ref)
     if gguf_file is not None:

@@ -95,6 +95,7 @@ class DraftEngine:
         held = max((len(s) for s in req.stop), default=0)  # hold back text that could start a stop string
         start = time.perf_counter()
         last = start
+        finish = "length"
         self.metrics.active_requests.inc()
         try:
             for tok in self.speculator.generate(gen_req, cancel, stats):
@@ -103,6 +104,7 @@ class DraftEngine:
                 last = now
                 self.metrics.tokens_generated.inc()
                 if tok in eos:
+                    finish = "stop"
                     break
                 out_ids.append(tok)
                 text = tokenizer.decode(out_ids, skip_special_tokens=True)
@@ -117,12 +119,8 @@ class DraftEngine:
                 if safe > len(emitted):
                     yield TextChunk(text[len(emitted):safe])
                     emitted = text[:safe]
-            else:
-                text = tokenizer.decode(out_ids, skip_special_tokens=True)
-                yield TextChunk(text[len(emitted):], "length" if len(out_ids) >= req.max_tokens else "stop")
-                return
             text = tokenizer.decode(out_ids, skip_special_tokens=True)
-            yield TextChunk(text[len(emitted):], "stop")
+            yield TextChunk(text[len(emitted):], finish)
         finally:
             stats.completion_tokens = len(out_ids)
             self.metrics.active_requests.dec()

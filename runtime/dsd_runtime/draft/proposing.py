@@ -43,10 +43,11 @@ class Proposer:
 
         At least the last token is always fed again, so the forward pass yields its next-token logits.
         """
-        keep = 0
         limit = min(len(self.fed), len(tokens) - 1)
-        while keep < limit and self.fed[keep] == tokens[keep]:
-            keep += 1
+        if self.fed[:limit] == tokens[:limit]:  # the usual case: only appended tokens (C-speed compare)
+            keep = limit
+        else:
+            keep = next(i for i in range(limit) if self.fed[i] != tokens[i])
         if keep < len(self.fed):
             CausalLM.rollback(self.seq, len(self.fed) - keep)
             del self.fed[keep:]

@@ -75,8 +75,10 @@ class WindowController:
     def next_gamma(self) -> int:
         with self._lock:
             cfg = self._config
-            if cfg.policy == "static" or self._draft_step.value is None or not self._round_trip:
-                self._current = cfg.gamma if cfg.policy == "static" else self._current
+            if cfg.policy == "static":
+                self._current = cfg.gamma
+                return self._current
+            if self._draft_step.value is None or not self._round_trip:  # adaptive, nothing measured yet
                 return self._current
             points = tuple(sorted((k, e.value) for k, e in self._round_trip.items() if e.value is not None))
             costs = RoundCosts(self._draft_step.value, VerifyCostModel(points), rtt_s=0.0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -62,4 +61,3 @@ def api(loaded) -> Iterator[ApiServer]:
     thread.join(10)
     engine.close()
     target.stop(0)
-    time.sleep(0)  # yield to finishing threads
