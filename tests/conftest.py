@@ -7,6 +7,7 @@ the local test cluster running after the session (a later session reuses it: war
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,7 +68,8 @@ def cluster() -> Iterator[ClusterInfo]:
 @pytest.fixture
 def namespace(cluster: ClusterInfo, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards."""
-    name = f"t-{request.node.name.lower().replace('_', '-')[:40].strip('-')}-{os.getpid() % 10000}"
+    unique = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]  # parametrised ids share a prefix
+    name = f"t-{request.node.name.lower().replace('_', '-')[:36].strip('-')}-{unique}-{os.getpid() % 10000}"
     name = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in name)
     cluster.core.create_namespace({"metadata": {"name": name}})
     try:

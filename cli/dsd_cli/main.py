@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dsd_cli import dev, runtime
+from dsd_cli import dev, operating, runtime
 
 app = typer.Typer(
     name="dsd",
@@ -13,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(dev.app, name="dev")
+app.add_typer(operating.app, name="operator")
 runtime.register(app)
 
 

@@ -8,6 +8,7 @@ shares the target's tokenizer by construction and is cached on disk.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -39,6 +40,34 @@ PROMPTS = [
     "How do I make a cup of tea?", "What is recursion in programming?", "Describe a sunset.",
     "What are the planets of the solar system?", "Explain supply and demand.", "What is DNA?",
 ]
+
+
+# A 48-prompt corpus overfits (train loss 0.02, 17% held-out agreement): templates x topics give the draft the
+# target's style on many subjects. Bench prompts (bench/runtime_bench.py) use none of these topics.
+TOPICS = [
+    "the ocean", "volcanoes", "the moon", "electricity", "the Roman Empire", "chess", "coffee", "rainbows",
+    "honeybees", "the human heart", "glaciers", "bicycles", "jazz music", "the stock market", "sleep", "deserts",
+    "penguins", "solar panels", "earthquakes", "libraries", "the printing press", "friendship", "tigers",
+    "mathematics", "bread baking", "the Olympic Games", "rivers", "robots", "the immune system", "forests",
+    "trains", "the French Revolution", "cloud computing", "music theory", "dinosaurs", "recycling", "gardening",
+    "the brain", "airplanes", "photography", "the Great Wall of China", "kindness", "spiders", "wind energy",
+    "the alphabet", "marathons", "bridges", "snow", "elephants", "the Renaissance", "cooking rice", "magnets",
+    "the Internet", "coral reefs", "time zones", "chocolate", "yoga", "satellites", "owls", "databases",
+]
+TEMPLATES = [
+    "What is {t}?", "Explain {t} in simple terms.", "Write a short poem about {t}.",
+    "Give me three facts about {t}.", "Why is {t} important?", "Write one paragraph about {t}.",
+    "How would you describe {t} to a child?", "What are the pros and cons of {t}?", "Tell me a story about {t}.",
+    "List some questions people ask about {t}.",
+]
+
+
+def training_prompts(count: int, seed: int) -> list[str]:
+    """`count` distinct chat prompts: the hand-written ones, then templated ones in a seeded order."""
+    rng = random.Random(seed)
+    templated = [tpl.format(t=topic) for topic in TOPICS for tpl in TEMPLATES]
+    rng.shuffle(templated)
+    return (PROMPTS + templated)[:count]
 
 
 @dataclass(frozen=True)
@@ -74,12 +103,38 @@ def _generate(target: models.LoadedModel, prompts: list[str], max_new: int, batc
     return out
 
 
+def _cached_generations(target: models.LoadedModel, target_ref: str, prompts: list[str], max_new: int,
+                        progress: Callable[[str, float], None]) -> list[tuple[list[int], int]]:
+    """The target's generations are the slow part (minutes); keep them so a retrain (--force) reuses them."""
+    key = hashlib.sha256(json.dumps([target_ref, prompts, max_new]).encode()).hexdigest()[:16]
+    path = models.models_cache() / "distill-data" / f"{key}.json"
+    if path.exists():
+        return [(ids, plen) for ids, plen in json.loads(path.read_text())]
+    data = _generate(target, prompts, max_new, 16, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return data
+
+
+def draft_layer_ids(target_layers: int, num_layers: int) -> list[int]:
+    """The target layers a draft keeps: the first ceil(k/2) and the last floor(k/2).
+
+    Keeping the last layers (as layer-skipping self-speculation does) leaves the hidden state in the space the
+    final norm and head expect; a plain prefix of layers does not, and measured worse agreement.
+    """
+    first = (num_layers + 1) // 2
+    return list(range(first)) + list(range(target_layers - (num_layers - first), target_layers))
+
+
 def build_draft(target_dir: Path, num_layers: int) -> torch.nn.Module:
     draft = AutoModelForCausalLM.from_pretrained(target_dir, dtype=torch.float32)
-    draft.model.layers = draft.model.layers[:num_layers]
+    keep = draft_layer_ids(len(draft.model.layers), num_layers)
+    draft.model.layers = torch.nn.ModuleList([draft.model.layers[i] for i in keep])
+    for new_index, layer in enumerate(draft.model.layers):  # the KV cache is indexed by layer_idx
+        layer.self_attn.layer_idx = new_index
     draft.config.num_hidden_layers = num_layers
     if hasattr(draft.config, "layer_types") and draft.config.layer_types:
-        draft.config.layer_types = draft.config.layer_types[:num_layers]
+        draft.config.layer_types = [draft.config.layer_types[i] for i in keep]
     for p in draft.parameters():
         p.requires_grad = False
     for p in [*draft.model.layers.parameters(), *draft.model.norm.parameters()]:
@@ -99,33 +154,45 @@ def _agreement(draft: torch.nn.Module, data: list[tuple[list[int], int]]) -> flo
     return hits / total if total else 0.0
 
 
+def _batch(examples: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded inputs, attention mask and labels (-100 on the prompt and padding: learn the answers only)."""
+    width = max(len(ids) for ids, _ in examples)
+    inputs = torch.full((len(examples), width), pad_id)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), -100)
+    for row, (ids, plen) in enumerate(examples):
+        inputs[row, :len(ids)] = torch.tensor(ids)
+        mask[row, :len(ids)] = 1
+        labels[row, plen:len(ids)] = torch.tensor(ids[plen:])
+    return inputs, mask, labels
+
+
 def distill(target_ref: str, out_dir: Path, num_layers: int = 2, train_minutes: float = 4.0,
-            max_new_tokens: int = 96, seed: int = 0,
+            max_new_tokens: int = 80, num_prompts: int = 320, batch_size: int = 8, seed: int = 0,
             progress: Callable[[str, float], None] = lambda msg, frac: None) -> DistillResult:
     start = time.perf_counter()
     torch.manual_seed(seed)
     rng = random.Random(seed)
     target = models.load(target_ref)
-    prompts = PROMPTS[:]
+    prompts = training_prompts(num_prompts, seed)
     rng.shuffle(prompts)
-    data = _generate(target, prompts, max_new_tokens, 8, progress)
-    held_out, train = data[:6], data[6:]
+    data = [d for d in _cached_generations(target, target_ref, prompts, max_new_tokens, progress)
+            if len(d[0]) > d[1] + 1]
+    held_out, train = data[:16], data[16:]
     draft = build_draft(models.plain_weights_dir(target_ref), num_layers)
     opt = torch.optim.AdamW([p for p in draft.parameters() if p.requires_grad], lr=3e-4, weight_decay=0.0)
+    pad_id = target.tokenizer.pad_token_id or 0
     deadline = time.perf_counter() + train_minutes * 60
     steps = tokens = 0
     draft.train()
     while time.perf_counter() < deadline:
-        ids, plen = train[rng.randrange(len(train))]
-        if len(ids) <= plen + 1:
-            continue
-        logits = draft(input_ids=torch.tensor([ids[:-1]])).logits[0, plen - 1:]
-        loss = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[plen:]))
+        inputs, mask, labels = _batch(rng.sample(train, min(batch_size, len(train))), pad_id)
+        loss = draft(input_ids=inputs, attention_mask=mask, labels=labels).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
         steps += 1
-        tokens += len(ids) - plen
+        tokens += int((labels != -100).sum())
         left = max(0.0, deadline - time.perf_counter())
         progress(f"training step {steps} loss {loss.item():.3f}", 1 - left / (train_minutes * 60))
     draft.eval()
@@ -134,7 +201,8 @@ def distill(target_ref: str, out_dir: Path, num_layers: int = 2, train_minutes: 
     draft.save_pretrained(tmp)
     target.tokenizer.padding_side = "right"
     target.tokenizer.save_pretrained(tmp)
-    meta = {"target": target_ref, "num_layers": num_layers, "train_steps": steps, "train_tokens": tokens,
+    meta = {"target": target_ref, "num_layers": num_layers, "train_prompts": len(train), "train_steps": steps,
+            "train_tokens": tokens,
             "held_out_greedy_agreement": agreement, "seconds": time.perf_counter() - start}
     (tmp / "dsd-distill.json").write_text(json.dumps(meta, indent=2))
     if out_dir.exists():

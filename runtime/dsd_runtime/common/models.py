@@ -36,7 +36,7 @@ def models_cache() -> Path:
 
 
 def distilled_draft_dir() -> Path:
-    return models_cache() / "smollm2-135m-draft-v1"
+    return models_cache() / "smollm2-135m-draft-v2"
 
 
 @dataclass
@@ -62,7 +62,18 @@ def _smollm2_gguf() -> Path:
 
 
 def resolve(ref: str) -> tuple[Path, str | None, str]:
-    """(directory, gguf file name or None, display name) for a model reference."""
+    """(directory, gguf file name or None, display name) for a model reference.
+
+    References: a directory or .gguf path, a built-in name, or the URIs a DSDDeployment's `model.uri` carries:
+    `builtin:<name>` and `file:///absolute/path`.
+    """
+    if ref.startswith("builtin:"):
+        name = ref.removeprefix("builtin:")
+        if name not in (SMOLLM2_TARGET, SMOLLM2_DRAFT):
+            raise ModelNotFound(f"unknown built-in model {name!r}; built-ins: {SMOLLM2_TARGET!r}, {SMOLLM2_DRAFT!r}")
+        ref = name
+    elif ref.startswith("file://"):
+        ref = ref.removeprefix("file://")
     if ref == SMOLLM2_TARGET:
         gguf = _smollm2_gguf()
         return gguf.parent, gguf.name, SMOLLM2_TARGET

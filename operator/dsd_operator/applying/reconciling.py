@@ -1,0 +1,165 @@
+"""Level-based reconcile of one DSDDeployment: scalers, children, then status. Idempotent; no-op = no writes.
+
+Called by the kopf handlers (for the resource, its children, its pods) and by the periodic resync. Replicas flow
+spec.<role>.replicas -> DSDRoleScaler (only when the spec value changes) -> Deployment, so `kubectl scale`,
+HPA and KEDA act on the scaler and the operator never resets what they chose.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from typing import Any
+
+import pydantic
+from prometheus_client import Counter
+
+from dsd_operator import labels
+from dsd_operator.api import v1alpha1 as api
+from dsd_operator.applying.cluster import Cluster, Manifest, covers, now_rfc3339
+from dsd_operator.labels import Reason
+from dsd_operator.planning import children, placing, statuses
+
+log = logging.getLogger(__name__)
+RECONCILES = Counter("dsd_operator_reconciles", "Reconciles of DSDDeployments", ["namespace", "name"])
+DSD_API_VERSION = f"{api.GROUP}/{api.VERSION}"
+
+
+def _without_replicas(deployment: Manifest) -> Manifest:
+    return {**deployment, "spec": {k: v for k, v in deployment["spec"].items() if k != "replicas"}}
+
+
+def _unschedulable_messages(pods: list[Manifest], role: str) -> tuple[str, ...]:
+    seen: list[str] = []
+    for pod in pods:
+        if pod["metadata"].get("labels", {}).get(labels.ROLE_LABEL) != role:
+            continue
+        for c in (pod.get("status") or {}).get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
+                msg = (c.get("message") or "unschedulable").strip()
+                if msg not in seen:
+                    seen.append(msg)
+    return tuple(seen)
+
+
+class Reconciler:
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self._locks: collections.defaultdict[tuple[str, str], threading.Lock] = collections.defaultdict(
+            threading.Lock)
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        with self._locks[(namespace, name)]:  # events of several children may arrive on several workers
+            cr = self.cluster.get(DSD_API_VERSION, api.DEPLOYMENT_KIND, namespace, name)
+            if cr is None or cr["metadata"].get("deletionTimestamp"):
+                return  # owner references let the garbage collector remove the children
+            try:
+                spec = api.DSDDeploymentSpec.model_validate(cr["spec"])
+            except pydantic.ValidationError as e:  # the CRD should have rejected it; say what is wrong
+                self._invalid(cr, e)
+                return
+            owner = children.Owner(name, namespace, cr["metadata"]["uid"])
+            scalers = {role: self._ensure_scaler(cr, owner, spec, role) for role in labels.ROLES}
+            replicas = {role: int(s["spec"].get("replicas", 1)) for role, s in scalers.items()}
+            live = {m["kind"] + "/" + m["metadata"]["name"]: self._ensure(cr, m)
+                    for m in children.workload(owner, spec, replicas)}
+            deployments = {role: live["Deployment/" + labels.role_object_name(name, role)] for role in labels.ROLES}
+            self._update_status(cr, owner, spec, replicas, deployments)
+            for role in labels.ROLES:
+                self._update_scaler_status(scalers[role], deployments[role])
+            RECONCILES.labels(namespace, name).inc()
+
+    def _ensure_scaler(self, cr: Manifest, owner: children.Owner, spec: api.DSDDeploymentSpec, role: str) -> Manifest:
+        name = labels.role_object_name(owner.name, role)
+        wanted = children.role_replicas(spec, role)
+        current = self.cluster.get(DSD_API_VERSION, api.SCALER_KIND, owner.namespace, name)
+        if current is None:
+            current = self.cluster.apply(children.scaler(owner, role, wanted))
+            self.cluster.event(cr, "Normal", Reason.CREATED, f"created {api.SCALER_KIND} {name} ({wanted} replicas)")
+            return current
+        seeded = (current["metadata"].get("annotations") or {}).get(labels.SEEDED_REPLICAS_ANNOTATION)
+        if seeded != str(wanted):  # the spec's replicas changed since we last copied it: the spec wins this time
+            patch = {"metadata": {"annotations": {labels.SEEDED_REPLICAS_ANNOTATION: str(wanted)}},
+                     "spec": {"replicas": wanted}}
+            self.cluster.patch_merge(DSD_API_VERSION, api.SCALER_KIND, owner.namespace, name, patch)
+            self.cluster.event(cr, "Normal", Reason.SCALED, f"{role}: spec.{role}.replicas set to {wanted}")
+            current["spec"]["replicas"] = wanted
+        return current
+
+    def _ensure(self, cr: Manifest, desired: Manifest) -> Manifest:
+        meta = desired["metadata"]
+        kind, name = desired["kind"], meta["name"]
+        live = self.cluster.get(desired["apiVersion"], kind, meta["namespace"], name)
+        if live is not None and covers(live, desired):
+            return live
+        applied = self.cluster.apply(desired)
+        if live is None:
+            self.cluster.event(cr, "Normal", Reason.CREATED, f"created {kind} {name}")
+        elif kind == "ConfigMap":
+            self.cluster.event(cr, "Normal", Reason.CONFIG_UPDATED,
+                               f"updated {name}: drafts reload the speculation window without restarting")
+        elif kind == "Deployment" and covers(live, _without_replicas(desired)):
+            self.cluster.event(cr, "Normal", Reason.SCALED,
+                               f"scaled {name} to {desired['spec']['replicas']} replicas")
+        else:
+            self.cluster.event(cr, "Normal", Reason.UPDATED,
+                               f"updated {kind} {name}" + (" (rolling out)" if kind == "Deployment" else ""))
+        return applied
+
+    def _edge_nodes(self, spec: api.DSDDeploymentSpec) -> int | None:
+        if not placing.uses_default_draft_affinity(spec):
+            return None
+        nodes = self.cluster.list("v1", "Node")
+        return sum(1 for n in nodes if placing.is_edge_node(n["metadata"].get("labels") or {}))
+
+    def _update_status(self, cr: Manifest, owner: children.Owner, spec: api.DSDDeploymentSpec,
+                       replicas: dict[str, int], deployments: dict[str, Manifest]) -> None:
+        pods = self.cluster.list("v1", "Pod", owner.namespace, f"{labels.DEPLOYMENT_LABEL}={owner.name}")
+        old: dict[str, Any] = cr.get("status") or {}
+        obs = statuses.Observation(
+            generation=int(cr["metadata"].get("generation") or 0), gamma=spec.speculation.gamma,
+            target_endpoint=children.target_address(owner, spec), api_endpoint=children.api_url(owner, spec),
+            roles={role: statuses.RoleObservation(
+                desired=replicas[role], deployment_generation=int(d["metadata"].get("generation") or 0),
+                deployment_status=d.get("status"), unschedulable=_unschedulable_messages(pods, role))
+                for role, d in deployments.items()},
+            edge_nodes=self._edge_nodes(spec), previous_conditions=list(old.get("conditions") or []))
+        new = statuses.status(obs, now_rfc3339())
+        if covers(old, new):
+            return
+        self._announce_changes(cr, old, new)
+        self.cluster.patch_merge(DSD_API_VERSION, api.DEPLOYMENT_KIND, owner.namespace, owner.name, {"status": new},
+                                 status=True)
+
+    def _announce_changes(self, cr: Manifest, old: dict[str, Any], new: dict[str, Any]) -> None:
+        """One Event per condition that changed status (e.g. Degraded=True with the scheduler's reason)."""
+        before = {c["type"]: c.get("status") for c in old.get("conditions") or []}
+        for c in new["conditions"]:
+            if before.get(c["type"]) != c["status"]:
+                bad = c["type"] != labels.Condition.PROGRESSING and (
+                    (c["type"] == labels.Condition.DEGRADED) == (c["status"] == "True"))
+                self.cluster.event(cr, "Warning" if bad else "Normal", c["reason"],
+                                   f"{c['type']}={c['status']}: {c['message']}")
+
+    def _update_scaler_status(self, scaler: Manifest, deployment: Manifest) -> None:
+        meta = scaler["metadata"]
+        role = meta["labels"][labels.ROLE_LABEL]
+        selector = ",".join(f"{k}={v}" for k, v in labels.role_selector(meta["labels"][labels.DEPLOYMENT_LABEL],
+                                                                         role).items())
+        new = {"replicas": int((deployment.get("status") or {}).get("replicas") or 0), "selector": selector}
+        if not covers(scaler.get("status") or {}, new):
+            self.cluster.patch_merge(DSD_API_VERSION, api.SCALER_KIND, meta["namespace"], meta["name"],
+                                     {"status": new}, status=True)
+
+    def _invalid(self, cr: Manifest, error: pydantic.ValidationError) -> None:
+        problems = "; ".join(f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+        log.error("%s/%s has an invalid spec: %s", cr["metadata"]["namespace"], cr["metadata"]["name"], problems)
+        status = {"observedGeneration": cr["metadata"].get("generation", 0), "conditions": [
+            {"type": labels.Condition.READY, "status": "False", "reason": Reason.INVALID_SPEC, "message": problems,
+             "lastTransitionTime": now_rfc3339()}]}
+        old = cr.get("status") or {}
+        if [c.get("message") for c in old.get("conditions") or []][:1] != [problems]:
+            self.cluster.event(cr, "Warning", Reason.INVALID_SPEC, problems)
+            self.cluster.patch_merge(DSD_API_VERSION, api.DEPLOYMENT_KIND, cr["metadata"]["namespace"],
+                                     cr["metadata"]["name"], {"status": status}, status=True)

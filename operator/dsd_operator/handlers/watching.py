@@ -1,0 +1,83 @@
+"""Watch the DSDDeployments, their scalers, Deployments and pods; reconcile the owning resource on any event.
+
+Only `on.event` handlers are used: kopf then keeps no per-object state (no annotations, no finalizers), so the
+operator can be stopped and restarted at any time and deleting a resource never waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+
+from dsd_operator import labels
+from dsd_operator.api import v1alpha1 as api
+from dsd_operator.applying.cluster import Cluster
+from dsd_operator.applying.reconciling import Reconciler
+from dsd_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+_state: dict[str, Any] = {}
+MANAGED = {"app.kubernetes.io/managed-by": labels.MANAGER}
+
+
+def _reconciler() -> Reconciler:
+    return _state["reconciler"]  # type: ignore[no-any-return]
+
+
+def _load_kube_config() -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    own = OperatorSettings()
+    settings.peering.standalone = True  # one replica (Recreate strategy); no peering objects to manage
+    settings.posting.enabled = False  # we post our own Events, one per decision
+    settings.execution.max_workers = own.workers
+    settings.watching.server_timeout = 300
+    _state["reconciler"] = Reconciler(Cluster(_load_kube_config()))
+    _state["resync"] = asyncio.get_running_loop().create_task(_resync_forever(own.resync_s))
+
+
+@kopf.on.cleanup()
+async def stop(**_: Any) -> None:
+    task = _state.pop("resync", None)
+    if task is not None:
+        task.cancel()
+
+
+async def _resync_forever(interval_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await loop.run_in_executor(None, _resync_all)
+        except Exception:  # a failed resync must not end the loop; the next one retries
+            log.exception("periodic resync failed")
+
+
+def _resync_all() -> None:
+    r = _reconciler()
+    for item in r.cluster.list(f"{api.GROUP}/{api.VERSION}", api.DEPLOYMENT_KIND):
+        r.reconcile(item["metadata"]["namespace"], item["metadata"]["name"])
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.DEPLOYMENT_PLURAL)
+def deployment_changed(type: str | None, name: str, namespace: str, **_: Any) -> None:
+    if type != "DELETED":
+        _reconciler().reconcile(namespace, name)
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.SCALER_PLURAL, labels=MANAGED)
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+@kopf.on.event("", "v1", "pods", labels={labels.DEPLOYMENT_LABEL: kopf.PRESENT})
+def child_changed(meta: kopf.Meta, namespace: str, **_: Any) -> None:
+    _reconciler().reconcile(namespace, meta.labels[labels.DEPLOYMENT_LABEL])

@@ -1,0 +1,74 @@
+"""Label keys, names of children, condition types and event reasons: constants shared by planner and applier."""
+
+from __future__ import annotations
+
+from typing import Final
+
+MANAGER: Final = "dsd-operator"
+DEPLOYMENT_LABEL: Final = "dsd.dev/deployment"  # the owning DSDDeployment's name
+ROLE_LABEL: Final = "dsd.dev/role"  # target | draft
+SEEDED_REPLICAS_ANNOTATION: Final = "dsd.dev/seeded-replicas"  # spec.<role>.replicas last copied into the scaler
+
+TARGET, DRAFT = "target", "draft"
+ROLES: Final = (TARGET, DRAFT)
+
+METRICS_PORT: Final = 9101  # the target's Prometheus port (the draft serves /metrics on its API port)
+CONTROL_PORT: Final = 50052  # the draft's DraftControl gRPC port
+CONFIG_DIR: Final = "/etc/dsd"
+CONFIG_FILE: Final = "runtime.yaml"
+MODELS_DIR: Final = "/models"
+
+
+def common_labels(name: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "dsd",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/part-of": "dsd",
+        "app.kubernetes.io/managed-by": MANAGER,
+        DEPLOYMENT_LABEL: name,
+    }
+
+
+def role_selector(name: str, role: str) -> dict[str, str]:
+    """The immutable Deployment selector of a role's pods."""
+    return {DEPLOYMENT_LABEL: name, ROLE_LABEL: role}
+
+
+def role_labels(name: str, role: str) -> dict[str, str]:
+    return {**common_labels(name), "app.kubernetes.io/component": role, ROLE_LABEL: role}
+
+
+def role_object_name(name: str, role: str) -> str:
+    """Deployment, Service and DSDRoleScaler of a role share this name."""
+    return f"{name}-{role}"
+
+
+def config_map_name(name: str) -> str:
+    return f"{name}-runtime"
+
+
+class Condition:
+    READY: Final = "Ready"
+    TARGET_READY: Final = "TargetReady"
+    DRAFT_READY: Final = "DraftReady"
+    PROGRESSING: Final = "Progressing"
+    DEGRADED: Final = "Degraded"
+
+
+class Reason:
+    """Condition and Event reasons (CamelCase, stable: automation may match on them)."""
+
+    ALL_READY: Final = "AllRolesReady"
+    READY: Final = "PodsReady"
+    NOT_READY: Final = "PodsNotReady"
+    UNSCHEDULABLE: Final = "Unschedulable"
+    NO_EDGE_NODES: Final = "NoEdgeNodes"
+    SCALED_TO_ZERO: Final = "ScaledToZero"
+    ROLLING_OUT: Final = "RollingOut"
+    COMPLETE: Final = "Complete"
+    AS_EXPECTED: Final = "AsExpected"
+    CREATED: Final = "Created"
+    UPDATED: Final = "Updated"
+    CONFIG_UPDATED: Final = "SpeculationConfigUpdated"
+    SCALED: Final = "Scaled"
+    INVALID_SPEC: Final = "InvalidSpec"

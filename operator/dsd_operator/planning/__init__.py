@@ -1,0 +1,1 @@
+"""Pure planning: spec + observations -> desired children, placement, status. No I/O."""

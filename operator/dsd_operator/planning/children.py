@@ -1,0 +1,188 @@
+"""The children a DSDDeployment should own, computed purely from its spec and each role's scaler replicas.
+
+Called by the reconciler (applying/), which diffs these manifests against the cluster. Speculation settings live
+only in the ConfigMap, never in a pod template, so changing them reloads the drafts without restarting them;
+anything in a pod template rolls out through the Deployment controller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from dsd_operator import labels
+from dsd_operator.api import v1alpha1 as api
+from dsd_operator.planning import placing
+
+Manifest = dict[str, Any]
+
+_SECURITY_CONTEXT = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+_POD_SECURITY_CONTEXT = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
+                         "seccompProfile": {"type": "RuntimeDefault"}}
+# Model loading takes a while on a cold node; the startup probe gives it 10 minutes before liveness applies.
+_STARTUP = {"periodSeconds": 5, "failureThreshold": 120}
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The DSDDeployment whose children these are."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {"apiVersion": f"{api.GROUP}/{api.VERSION}", "kind": api.DEPLOYMENT_KIND, "name": self.name,
+                "uid": self.uid, "controller": True, "blockOwnerDeletion": True}
+
+    def metadata(self, name: str, component: str | None = None) -> dict[str, Any]:
+        lab = labels.role_labels(self.name, component) if component in labels.ROLES else {
+            **labels.common_labels(self.name), **({"app.kubernetes.io/component": component} if component else {})}
+        return {"name": name, "namespace": self.namespace, "labels": lab, "ownerReferences": [self.reference()]}
+
+
+def model_argument(model: api.ModelRef) -> str:
+    """What the runtime's --model flag gets: a path, the PVC mount, or the URI's reference."""
+    if model.path is not None:
+        return model.path
+    if model.pvc is not None:
+        sub = model.pvc.sub_path.strip("/")
+        return f"{labels.MODELS_DIR}/{sub}" if sub else labels.MODELS_DIR
+    assert model.uri is not None  # the CRD's CEL rule guarantees exactly one
+    return model.uri
+
+
+def target_address(owner: Owner, spec: api.DSDDeploymentSpec) -> str:
+    return f"{labels.role_object_name(owner.name, labels.TARGET)}.{owner.namespace}.svc:{spec.target.port}"
+
+
+def api_url(owner: Owner, spec: api.DSDDeploymentSpec) -> str:
+    return f"http://{labels.role_object_name(owner.name, labels.DRAFT)}.{owner.namespace}.svc:{spec.draft.port}/v1"
+
+
+def runtime_config(spec: api.DSDDeploymentSpec) -> dict[str, Any]:
+    """The document the draft watches (its `window` section is re-read on change)."""
+    s = spec.speculation
+    return {
+        "window": {"gamma": s.gamma, "gamma_min": s.gamma_min, "gamma_max": s.gamma_max, "policy": s.policy,
+                   "pipelined": s.pipelined},
+        "sampling": {"temperature": float(s.sampling.temperature), "top_p": float(s.sampling.top_p),
+                     "top_k": s.sampling.top_k},
+    }
+
+
+def config_map(owner: Owner, spec: api.DSDDeploymentSpec) -> Manifest:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": owner.metadata(labels.config_map_name(owner.name),
+                                                                                "config"),
+            "data": {labels.CONFIG_FILE: yaml.safe_dump(runtime_config(spec), sort_keys=True)}}
+
+
+def _container_args(owner: Owner, spec: api.DSDDeploymentSpec, role: str) -> list[str]:
+    if role == labels.TARGET:
+        return ["target", "--model", model_argument(spec.target.model), "--host", "0.0.0.0",
+                "--port", str(spec.target.port), "--metrics-port", str(labels.METRICS_PORT), *spec.target.args]
+    return ["draft", "--model", model_argument(spec.draft.model), "--target", target_address(owner, spec),
+            "--host", "0.0.0.0", "--port", str(spec.draft.port), "--control-port", str(labels.CONTROL_PORT),
+            "--config", f"{labels.CONFIG_DIR}/{labels.CONFIG_FILE}", *spec.draft.args]
+
+
+def _probes(role: str, port: int) -> dict[str, Any]:
+    if role == labels.TARGET:  # the standard gRPC health service
+        check: dict[str, Any] = {"grpc": {"port": port}}
+        return {"startupProbe": {**check, **_STARTUP}, "readinessProbe": {**check, "periodSeconds": 5},
+                "livenessProbe": {**check, "periodSeconds": 10, "failureThreshold": 3}}
+    return {"startupProbe": {"httpGet": {"path": "/healthz", "port": port}, **_STARTUP},
+            "readinessProbe": {"httpGet": {"path": "/readyz", "port": port}, "periodSeconds": 5},
+            "livenessProbe": {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 10}}
+
+
+def _resources(r: api.Resources) -> dict[str, Any]:
+    out = {}
+    for kind, values in (("requests", r.requests), ("limits", r.limits)):
+        if values:
+            out[kind] = {k: str(v) for k, v in values.items()}
+    return out
+
+
+def _pod_template(owner: Owner, spec: api.DSDDeploymentSpec, role: str) -> Manifest:
+    r: api.TargetRole | api.DraftRole = spec.target if role == labels.TARGET else spec.draft
+    ports = [{"name": "grpc" if role == labels.TARGET else "http", "containerPort": r.port}]
+    if role == labels.TARGET:
+        ports.append({"name": "metrics", "containerPort": labels.METRICS_PORT})
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[Manifest] = [{"name": "tmp", "emptyDir": {}}]
+    if r.model.pvc is not None:
+        mounts.append({"name": "models", "mountPath": labels.MODELS_DIR, "readOnly": True})
+        volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": r.model.pvc.claim_name,
+                                                                    "readOnly": True}})
+    if role == labels.DRAFT:
+        mounts.append({"name": "runtime-config", "mountPath": labels.CONFIG_DIR, "readOnly": True})
+        volumes.append({"name": "runtime-config", "configMap": {"name": labels.config_map_name(owner.name)}})
+    env = [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HOME", "value": "/tmp/hf"},
+           *({"name": e.name, "value": e.value} if e.value else {"name": e.name} for e in r.env)]
+    container = {
+        "name": role, "image": r.image, "imagePullPolicy": r.image_pull_policy, "command": ["dsd"],
+        "args": _container_args(owner, spec, role), "ports": ports, "env": env, "volumeMounts": mounts,
+        "securityContext": _SECURITY_CONTEXT, **_probes(role, r.port),
+    }
+    if res := _resources(r.resources):
+        container["resources"] = res
+    annotations = {}
+    if spec.metrics.scrape:
+        annotations = {"prometheus.io/scrape": "true", "prometheus.io/path": "/metrics",
+                       "prometheus.io/port": str(labels.METRICS_PORT if role == labels.TARGET else r.port)}
+    metadata: Manifest = {"labels": labels.role_labels(owner.name, role)}
+    if annotations:
+        metadata["annotations"] = annotations
+    return {"metadata": metadata, "spec": {
+        "containers": [container], "volumes": volumes, "securityContext": _POD_SECURITY_CONTEXT,
+        "automountServiceAccountToken": False, "enableServiceLinks": False,
+        **placing.pod_placement(spec, owner.name, role)}}
+
+
+def deployment(owner: Owner, spec: api.DSDDeploymentSpec, role: str, replicas: int) -> Manifest:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": owner.metadata(labels.role_object_name(owner.name, role), role),
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels.role_selector(owner.name, role)},
+                     "template": _pod_template(owner, spec, role)}}
+
+
+def service(owner: Owner, spec: api.DSDDeploymentSpec, role: str) -> Manifest:
+    if role == labels.TARGET:
+        ports = [{"name": "grpc", "port": spec.target.port, "targetPort": "grpc", "appProtocol": "grpc"},
+                 {"name": "metrics", "port": labels.METRICS_PORT, "targetPort": "metrics"}]
+        svc: Manifest = {"type": "ClusterIP", "ports": ports}
+    else:
+        port: Manifest = {"name": "http", "port": spec.draft.port, "targetPort": "http", "appProtocol": "http"}
+        if spec.api.node_port is not None:
+            port["nodePort"] = spec.api.node_port
+        svc = {"type": spec.api.service_type, "ports": [port]}
+    svc["selector"] = labels.role_selector(owner.name, role)
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": owner.metadata(labels.role_object_name(owner.name, role), role), "spec": svc}
+
+
+def scaler(owner: Owner, role: str, replicas: int) -> Manifest:
+    meta = owner.metadata(labels.role_object_name(owner.name, role), role)
+    meta["annotations"] = {labels.SEEDED_REPLICAS_ANNOTATION: str(replicas)}
+    return {"apiVersion": f"{api.GROUP}/{api.VERSION}", "kind": api.SCALER_KIND, "metadata": meta,
+            "spec": {"replicas": replicas}}
+
+
+def role_replicas(spec: api.DSDDeploymentSpec, role: str) -> int:
+    return (spec.target if role == labels.TARGET else spec.draft).replicas
+
+
+def workload(owner: Owner, spec: api.DSDDeploymentSpec, replicas: dict[str, int]) -> list[Manifest]:
+    """ConfigMap, then per role a Service and a Deployment (replicas from the role's scaler)."""
+    out = [config_map(owner, spec)]
+    for role in labels.ROLES:
+        out += [service(owner, spec, role), deployment(owner, spec, role, replicas[role])]
+    return out

@@ -1,0 +1,110 @@
+"""A DSDDeployment's status from what the cluster shows: per-role replicas, pod scheduling, edge nodes.
+
+Pure: the reconciler gathers `Observation`s and hands them here. Conditions keep their lastTransitionTime while
+their status does not change, so an unchanged world yields an identical status and the reconciler writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dsd_operator import labels
+from dsd_operator.labels import Condition, Reason
+
+
+@dataclass(frozen=True)
+class RoleObservation:
+    """One role as the cluster shows it. `deployment_status` is None while the Deployment does not exist."""
+
+    desired: int
+    deployment_generation: int = 0
+    deployment_status: dict[str, Any] | None = None
+    unschedulable: tuple[str, ...] = ()  # the scheduler's messages of Pending pods, deduplicated
+
+
+@dataclass(frozen=True)
+class Observation:
+    generation: int
+    gamma: int
+    target_endpoint: str
+    api_endpoint: str
+    roles: dict[str, RoleObservation]
+    edge_nodes: int | None = None  # None: the draft does not use the default edge placement
+    previous_conditions: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Cond:
+    type: str
+    status: bool
+    reason: str
+    message: str
+
+
+def _role_status(o: RoleObservation) -> dict[str, int | str]:
+    s = o.deployment_status or {}
+    ready = int(s.get("readyReplicas") or 0)
+    return {"desiredReplicas": o.desired, "replicas": int(s.get("replicas") or 0), "readyReplicas": ready,
+            "updatedReplicas": int(s.get("updatedReplicas") or 0), "summary": f"{ready}/{o.desired}"}
+
+
+def _role_ready(role: str, o: RoleObservation, edge_nodes: int | None) -> _Cond:
+    ctype = Condition.TARGET_READY if role == labels.TARGET else Condition.DRAFT_READY
+    ready = int((o.deployment_status or {}).get("readyReplicas") or 0)
+    if role == labels.DRAFT and edge_nodes == 0:
+        return _Cond(ctype, False, Reason.NO_EDGE_NODES,
+                     "draft: no node is labelled node-role.kubernetes.io/edge or dsd.dev/tier=edge; label the edge "
+                     "nodes or set spec.draft.placement")
+    if o.unschedulable:
+        return _Cond(ctype, False, Reason.UNSCHEDULABLE, f"{role}: " + "; ".join(o.unschedulable))
+    if o.desired == 0:
+        return _Cond(ctype, False, Reason.SCALED_TO_ZERO, f"{role}: scaled to 0 replicas")
+    if ready < o.desired:
+        return _Cond(ctype, False, Reason.NOT_READY, f"{role}: {ready}/{o.desired} pods ready")
+    return _Cond(ctype, True, Reason.READY, f"{role}: {ready}/{o.desired} pods ready")
+
+
+def _progressing(roles: dict[str, RoleObservation]) -> _Cond:
+    rolling = []
+    for role, o in roles.items():
+        s = o.deployment_status
+        if s is None or int(s.get("observedGeneration") or 0) < o.deployment_generation:
+            rolling.append(f"{role}: deployment not observed yet")
+            continue
+        updated, total = int(s.get("updatedReplicas") or 0), int(s.get("replicas") or 0)
+        if updated < o.desired or total > o.desired:
+            rolling.append(f"{role}: {updated}/{o.desired} pods updated, {total} exist")
+    if rolling:
+        return _Cond(Condition.PROGRESSING, True, Reason.ROLLING_OUT, "; ".join(rolling))
+    return _Cond(Condition.PROGRESSING, False, Reason.COMPLETE, "all roles run the current spec")
+
+
+def _conditions(obs: Observation) -> list[_Cond]:
+    per_role = [_role_ready(role, o, obs.edge_nodes if role == labels.DRAFT else None)
+                for role, o in obs.roles.items()]
+    problems = [c for c in per_role if c.reason in (Reason.UNSCHEDULABLE, Reason.NO_EDGE_NODES)]
+    degraded = (_Cond(Condition.DEGRADED, True, problems[0].reason, "; ".join(c.message for c in problems))
+                if problems else _Cond(Condition.DEGRADED, False, Reason.AS_EXPECTED, "no placement problem"))
+    failing = [c for c in per_role if not c.status]
+    ready = (_Cond(Condition.READY, False, failing[0].reason, "; ".join(c.message for c in failing)) if failing
+             else _Cond(Condition.READY, True, Reason.ALL_READY, "target and draft pods are ready"))
+    return [ready, *per_role, _progressing(obs.roles), degraded]
+
+
+def status(obs: Observation, now: str) -> dict[str, Any]:
+    """The full status object; `now` (RFC 3339) stamps conditions whose status changed."""
+    previous = {c.get("type"): c for c in obs.previous_conditions}
+    conditions = []
+    for c in _conditions(obs):
+        value = "True" if c.status else "False"
+        old = previous.get(c.type)
+        since = old["lastTransitionTime"] if old and old.get("status") == value and old.get(
+            "lastTransitionTime") else now
+        conditions.append({"type": c.type, "status": value, "reason": c.reason, "message": c.message,
+                           "lastTransitionTime": since, "observedGeneration": obs.generation})
+    return {
+        "observedGeneration": obs.generation, "conditions": conditions,
+        **{role: _role_status(o) for role, o in obs.roles.items()},
+        "gamma": obs.gamma, "targetEndpoint": obs.target_endpoint, "apiEndpoint": obs.api_endpoint,
+    }
