@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dsd_cli import dev, operating, runtime
+from dsd_cli import dev, operating, runtime, simulating
 
 app = typer.Typer(
     name="dsd",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.add_typer(dev.app, name="dev")
 app.add_typer(operating.app, name="operator")
+app.add_typer(simulating.app, name="sim")
 runtime.register(app)
 
 

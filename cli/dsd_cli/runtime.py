@@ -102,6 +102,22 @@ def register(app: typer.Typer) -> None:
         generate_once(prompt, target_model, draft_model, max_tokens, temperature, seed, chat,
                       _window(gamma, 1, 8, policy, pipelined), delay_ms, compare)
 
+    @app.command("profile")
+    def profile(
+        target_model: str = typer.Option(SMOLLM2_TARGET), draft_model: str = typer.Option(SMOLLM2_DRAFT),
+        out: Path = typer.Option(Path("profile.json"), help="Where to write the profile (JSON)."),
+        gamma: int = typer.Option(8, help="Window for the acceptance measurement (positions 1..gamma)."),
+        max_tokens: int = 64, threads: int = typer.Option(1, help="torch threads (match what you deploy)."),
+    ) -> None:
+        """Measure draft step, verify time vs positions, per-position acceptance and RTT for DSD-Sim."""
+        from dsd_runtime.profiling import profile as run_profile
+
+        p = run_profile(target_model, draft_model, gamma, max_tokens, threads)
+        p.write(out)
+        print(f"profile written to {out}: draft step {p.draft_step_ms:.1f} ms, "
+              f"t_v(1) {p.verify_points_ms[0][1]:.1f} ms, t_v({gamma + 1}) {p.verify_points_ms[gamma][1]:.1f} ms, "
+              f"alpha_1 {p.alpha_by_position[0]:.2f}, loopback RTT {p.rtt_ms:.2f} ms ({p.rounds} rounds)")
+
     @models_app.command("build-tiny")
     def build_tiny(out: Path = typer.Argument(..., help="Directory to write target/ and drafts into.")) -> None:
         """Build tiny random models (target, same, partial, random drafts) for fast local experiments."""

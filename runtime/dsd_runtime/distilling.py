@@ -117,13 +117,12 @@ def _cached_generations(target: models.LoadedModel, target_ref: str, prompts: li
 
 
 def draft_layer_ids(target_layers: int, num_layers: int) -> list[int]:
-    """The target layers a draft keeps: the first ceil(k/2) and the last floor(k/2).
+    """The target layers a draft keeps: its first `num_layers`.
 
-    Keeping the last layers (as layer-skipping self-speculation does) leaves the hidden state in the space the
-    final norm and head expect; a plain prefix of layers does not, and measured worse agreement.
+    Measured alternative (layer-skipping style, first and last layers kept): 20.9% held-out greedy agreement
+    against 25.4% for the prefix with the same data and budget, so the prefix stays.
     """
-    first = (num_layers + 1) // 2
-    return list(range(first)) + list(range(target_layers - (num_layers - first), target_layers))
+    return list(range(min(num_layers, target_layers)))
 
 
 def build_draft(target_dir: Path, num_layers: int) -> torch.nn.Module:

@@ -45,7 +45,8 @@ def test_greedy_dsd_equals_target_alone(loaded, target_server, draft, pipelined)
         assert got == want, f"prompt {prompt!r}: DSD diverged from the target"
         accepted += stats.accepted
     if draft == "same":
-        assert accepted > 0.95 * len(PROMPTS) * 24 * 4 / 5  # nearly everything accepted
+        # nearly everything accepted (the first token comes from the prefill round, which proposes nothing)
+        assert accepted > 0.95 * len(PROMPTS) * (24 - 1) * 4 / 5
 
 
 def test_partial_draft_accepts_some_but_not_all(loaded, target_server):

@@ -87,8 +87,11 @@ class Speculator:
                 if cancel.is_set():
                     raise Cancelled
                 cfg = self.window.config
-                gamma = min(self.window.next_gamma(), req.max_tokens - produced - 1,
-                            self.model.max_context - len(committed) - 1)
+                # First round: an empty window, so the first token costs only the target's prefill (TTFT); in
+                # pipelined mode the draft prefills and drafts meanwhile.
+                first_round = send_context
+                gamma = 0 if first_round else min(self.window.next_gamma(), req.max_tokens - produced - 1,
+                                                  self.model.max_context - len(committed) - 1)
                 gamma = max(gamma, 0)
                 window = carried[:gamma]
                 while len(window) < gamma:
@@ -101,9 +104,10 @@ class Speculator:
                 t0 = time.perf_counter()
                 future = self.client.verify_async(request)
                 extra: list[Proposal] = []
-                if cfg.pipelined and gamma:
+                if cfg.pipelined and (gamma or first_round):
                     speculative = committed + [p.token for p in window]
-                    while not future.done() and len(extra) < gamma + 1 and not cancel.is_set():
+                    limit = (cfg.gamma if first_round else gamma) + 1
+                    while not future.done() and len(extra) < limit and not cancel.is_set():
                         extra.append(proposer.propose(speculative + [p.token for p in extra]))
                 response = future.result()
                 if response.need_context:
@@ -116,9 +120,9 @@ class Speculator:
                 send_context = False
                 n, nxt = response.num_accepted, response.next_token
                 step_s = stats.draft_seconds / stats.draft_steps if stats.draft_steps else None
-                if gamma:
+                if gamma:  # the prefill round (empty window) says nothing about acceptance
                     self.window.observe(gamma, n, step_s, round_trip_s)
-                self._account(stats, gamma, n, round_trip_s)
+                    self._account(stats, gamma, n, round_trip_s)
                 new_tokens = [p.token for p in window[:n]] + [nxt]
                 survived = n == gamma and bool(extra) and extra[0].token == nxt
                 carried = extra[1:] if survived else []
