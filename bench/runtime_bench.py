@@ -28,12 +28,13 @@ from pathlib import Path
 
 import torch
 
+from dsd_runtime import profiling
 from dsd_runtime.common import models
 from dsd_runtime.draft.client import LinkEmulation
 from dsd_runtime.draft.engine import DraftEngine
 from dsd_runtime.draft.speculating import GenerationRequest, GenerationStats
 from dsd_runtime.draft.windowing import WindowConfig
-from dsd_spec import RoundCosts, VerifyCostModel, expectation, round_time_s
+from dsd_spec import RoundCosts, VerifyCostModel, expected_tokens_per_round, round_time_s
 from dsd_spec.sampling import SamplingParams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,6 +72,11 @@ class Row:
     @property
     def ttft_ms(self) -> float:
         return 1000 * statistics.median(r.ttft_s for r in self.runs)
+
+    @property
+    def tpot_ms(self) -> float:
+        """Mean time per output token after the first, over all requests."""
+        return 1000 * sum(r.seconds - r.ttft_s for r in self.runs) / sum(r.tokens - 1 for r in self.runs)
 
     def stat_sum(self, name: str) -> float:
         return float(sum(getattr(r.stats, name) for r in self.runs if r.stats))
@@ -125,22 +131,6 @@ def _dsd(engine: DraftEngine, prompt: list[int], max_tokens: int, eos: int) -> t
     return out, Run(len(out), time.perf_counter() - start, (first or start) - start, stats)
 
 
-def _verify_costs(target: models.LoadedModel, prompt: list[int], max_k: int, repeats: int = 5) -> VerifyCostModel:
-    """t_v(k): the target's forward over k new positions on a warm KV cache, median of `repeats`."""
-    lm = target.lm
-    points = []
-    for k in range(1, max_k + 1):
-        times = []
-        for _ in range(repeats):
-            seq = lm.new_sequence()
-            lm.forward(seq, prompt)
-            t0 = time.perf_counter()
-            lm.forward(seq, prompt[:k])
-            times.append(time.perf_counter() - t0)
-        points.append((k, statistics.median(times)))
-    return VerifyCostModel(tuple(points))
-
-
 def _alpha_by_position(row: Row, gamma: int) -> list[float]:
     """Conditional acceptance per position from the rounds' accepted counts."""
     rounds = row.stat_sum("rounds")
@@ -184,8 +174,7 @@ def main() -> None:
         for e in engines.values():
             e.connect(timeout_s=300)
         tok = target.tokenizer
-        prompts = [list(tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                                tokenize=True, return_dict=False)) for p in PROMPTS[:args.prompts]]
+        prompts = [profiling.chat_prompt_ids(target, p) for p in PROMPTS[:args.prompts]]
         eos = int(tok.eos_token_id)
         rows: dict[tuple[str, float], Row] = {}
 
@@ -206,7 +195,8 @@ def main() -> None:
                         raise SystemExit(f"LOSSLESS CHECK FAILED on prompt {i}: {mode} differs from the target alone")
                     record(mode, rtt, run)
             print(f"prompt {i + 1}/{len(prompts)} done ({len(reference)} tokens)", file=sys.stderr, flush=True)
-        verify = _verify_costs(target, prompts[0], args.gamma + 1)
+        verify = VerifyCostModel(tuple((k, ms / 1000) for k, ms in profiling.verify_points(
+            target, prompts[0], list(range(1, args.gamma + 2)))))
     finally:
         for e in engines.values():
             e.close()
@@ -221,7 +211,7 @@ def _analytic(rows: dict[tuple[str, float], Row], verify: VerifyCostModel, gamma
     alphas = _alpha_by_position(blocking, gamma)
     draft_step_s = blocking.stat_sum("draft_seconds") / blocking.stat_sum("draft_steps")
     costs = RoundCosts(draft_step_s, verify, rtt / 1000)
-    tokens = expectation.expected_tokens_per_round([*alphas, alphas[-1]], gamma)
+    tokens = expected_tokens_per_round([*alphas, alphas[-1]], gamma)
     return tokens / round_time_s(costs, [*alphas, alphas[-1]], gamma, pipelined)
 
 
@@ -237,7 +227,8 @@ def _report(rows: dict[tuple[str, float], Row], verify: VerifyCostModel, gamma: 
         proposed, accepted, rounds = row.stat_sum("proposed"), row.stat_sum("accepted"), row.stat_sum("rounds")
         table.append({
             "mode": mode, "rtt_ms": rtt, "tokens_per_s": round(row.tokens_per_s, 2),
-            "ttft_ms": round(row.ttft_ms, 1), "speedup_vs_target": round(row.tokens_per_s / base, 3),
+            "ttft_ms": round(row.ttft_ms, 1), "tpot_ms": round(row.tpot_ms, 2),
+            "speedup_vs_target": round(row.tokens_per_s / base, 3),
             "vs_hf_assisted": round(row.tokens_per_s / hf, 3),
             "acceptance": round(accepted / proposed, 3) if dsd and proposed else "",
             "mean_accepted_length": round(1 + accepted / rounds, 3) if dsd and rounds else "",
@@ -249,9 +240,10 @@ def _report(rows: dict[tuple[str, float], Row], verify: VerifyCostModel, gamma: 
         writer = csv.DictWriter(f, fieldnames=list(table[0]))
         writer.writeheader()
         writer.writerows(table)
-    md = ["| mode | RTT ms | tokens/s | TTFT ms | x target | x HF assisted | acceptance | tokens/round | "
-          "analytic tokens/s | of analytic |", "|" + "---|" * 10]
-    md += [f"| {r['mode']} | {r['rtt_ms']:g} | {r['tokens_per_s']} | {r['ttft_ms']} | {r['speedup_vs_target']} | "
+    md = ["| mode | RTT ms | tokens/s | TTFT ms | TPOT ms | x target | x HF assisted | acceptance | tokens/round | "
+          "analytic tokens/s | of analytic |", "|" + "---|" * 11]
+    md += [f"| {r['mode']} | {r['rtt_ms']:g} | {r['tokens_per_s']} | {r['ttft_ms']} | {r['tpot_ms']} | "
+           f"{r['speedup_vs_target']} | "
            f"{r['vs_hf_assisted']} | {r['acceptance']} | {r['mean_accepted_length']} | "
            f"{r['analytic_tokens_per_s']} | {r['of_analytic']} |" for r in table]
     verify_ms = ", ".join(f"t_v({k})={s * 1000:.1f}" for k, s in verify.points)

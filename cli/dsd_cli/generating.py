@@ -19,7 +19,7 @@ def _target_alone_tokens_per_s(target: models.LoadedModel, prompt_ids: list[int]
     lm = target.lm
     seq = lm.new_sequence()
     start = time.perf_counter()
-    logits = lm.forward(seq, prompt_ids)[-1]
+    logits = lm.forward(seq, prompt_ids, keep_last=1)[-1]
     for _ in range(n - 1):
         logits = lm.forward(seq, [int(logits.argmax())])[-1]
     return n / (time.perf_counter() - start)

@@ -108,11 +108,13 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("profile.json"), help="Where to write the profile (JSON)."),
         gamma: int = typer.Option(8, help="Window for the acceptance measurement (positions 1..gamma)."),
         max_tokens: int = 64, threads: int = typer.Option(1, help="torch threads (match what you deploy)."),
+        prompt: list[str] = typer.Option([], help="Prompts for the acceptance measurement (repeatable); use the "
+                                         "workload you will serve. Default: a few general chat prompts."),
     ) -> None:
         """Measure draft step, verify time vs positions, per-position acceptance and RTT for DSD-Sim."""
         from dsd_runtime.profiling import profile as run_profile
 
-        p = run_profile(target_model, draft_model, gamma, max_tokens, threads)
+        p = run_profile(target_model, draft_model, gamma, max_tokens, threads, prompt or None)
         p.write(out)
         print(f"profile written to {out}: draft step {p.draft_step_ms:.1f} ms, "
               f"t_v(1) {p.verify_points_ms[0][1]:.1f} ms, t_v({gamma + 1}) {p.verify_points_ms[gamma][1]:.1f} ms, "

@@ -93,7 +93,11 @@ def create_app(engine: DraftEngine) -> FastAPI:
             raise InvalidRequest("prompt contains token ids outside the vocabulary", "prompt")
         n = max_tokens or min(DEFAULT_MAX_TOKENS, max(1, engine.target_max_context - len(prompt_ids)))
         engine.check_length(len(prompt_ids), n)
-        params = SamplingParams(temperature=body.temperature, top_k=body.top_k, top_p=body.top_p)
+        given, defaults = body.model_fields_set, engine.sampling_defaults
+        params = SamplingParams(
+            temperature=body.temperature if "temperature" in given else defaults.temperature,
+            top_k=body.top_k if "top_k" in given else defaults.top_k,
+            top_p=body.top_p if "top_p" in given else defaults.top_p)
         return TextRequest(prompt_ids, n, params, body.seed, body.stop_strings())
 
     async def _respond(req: TextRequest, request: Request, stream: bool, chat: bool) -> Response:

@@ -28,6 +28,7 @@ class CausalLM:
         self.name = name
         params = inspect.signature(model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._can_keep_last = "logits_to_keep" in params
         self.vocab_size: int = int(model.config.vocab_size)
         self.max_context: int = int(getattr(model.config, "max_position_embeddings", 2048))
         self.dtype = next(model.parameters()).dtype
@@ -36,12 +37,20 @@ class CausalLM:
         return KVSequence(DynamicCache())
 
     @torch.inference_mode()
-    def forward(self, seq: KVSequence, token_ids: Sequence[int]) -> torch.Tensor:
-        """Appends `token_ids` to `seq` and returns their next-token logits: [len(token_ids), vocab] (fp32)."""
+    def forward(self, seq: KVSequence, token_ids: Sequence[int], keep_last: int | None = None) -> torch.Tensor:
+        """Appends `token_ids` to `seq` and returns their next-token logits: [len(token_ids), vocab] (fp32).
+
+        `keep_last`: only the last k positions' logits ([k, vocab]); the vocabulary projection of a long prompt
+        is a large share of a prefill, so prefills ask for the few positions they use.
+        """
         ids = torch.tensor([list(token_ids)], dtype=torch.long)
-        out = self.model(input_ids=ids, use_cache=True, **{self._cache_kwarg: seq.cache})
+        kwargs = {self._cache_kwarg: seq.cache}
+        if keep_last is not None and self._can_keep_last:
+            kwargs["logits_to_keep"] = keep_last
+        out = self.model(input_ids=ids, use_cache=True, **kwargs)
         seq.length += len(token_ids)
-        return out.logits[0].float()
+        logits = out.logits[0].float()
+        return logits[-keep_last:] if keep_last is not None else logits
 
     @staticmethod
     def rollback(seq: KVSequence, num_tokens: int) -> None:

@@ -1,7 +1,8 @@
 """Run-time control of the speculation window: a gRPC DraftControl service and a watched config file.
 
-The operator writes the window into a ConfigMap mounted as a file; the draft re-reads it when it changes,
-without a restart. Invalid changes are rejected (INVALID_ARGUMENT / logged) and the old window stays.
+The operator writes the window (and request sampling defaults) into a ConfigMap mounted as a file; the draft
+re-reads it when it changes, without a restart. Invalid changes are rejected (INVALID_ARGUMENT / logged) and the
+old settings stay.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import yaml
 
 from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
 from dsd_runtime.draft.windowing import WindowConfig, WindowController
+from dsd_spec.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 _FIELDS = ("gamma", "gamma_min", "gamma_max", "policy", "pipelined")
@@ -64,13 +67,28 @@ def load_window_file(path: Path) -> dict[str, object]:
     return dict(section)
 
 
+def load_sampling_defaults(path: Path) -> SamplingParams | None:
+    """The optional `sampling` section (temperature, top_p, top_k): defaults for requests that omit them."""
+    doc = yaml.safe_load(path.read_text()) or {}
+    section = doc.get("sampling") if isinstance(doc, dict) else None
+    if section is None:
+        return None
+    unknown = set(section) - {"temperature", "top_p", "top_k"}
+    if unknown:
+        raise ValueError(f"{path}: unknown sampling fields {sorted(unknown)}")
+    return SamplingParams(temperature=float(section.get("temperature", 1.0)), top_k=int(section.get("top_k", 0)),
+                          top_p=float(section.get("top_p", 1.0)))
+
+
 class ConfigWatcher(threading.Thread):
     """Polls the file's mtime (a mounted ConfigMap changes by symlink swap, which inotify handles badly)."""
 
-    def __init__(self, path: Path, window: WindowController, interval_s: float = 1.0) -> None:
+    def __init__(self, path: Path, window: WindowController, interval_s: float = 1.0,
+                 on_sampling: Callable[[SamplingParams], None] | None = None) -> None:
         super().__init__(name="dsd-config-watcher", daemon=True)
         self.path = path
         self.window = window
+        self.on_sampling = on_sampling
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._last: tuple[float, int] | None = None
@@ -86,7 +104,10 @@ class ConfigWatcher(threading.Thread):
             return False
         self._last = stamp
         try:
+            sampling = load_sampling_defaults(self.path)
             cfg = self.window.update(**load_window_file(self.path))
+            if sampling is not None and self.on_sampling is not None:
+                self.on_sampling(sampling)
         except (ValueError, TypeError, yaml.YAMLError) as e:
             log.error("ignoring invalid runtime config %s: %s", self.path, e)
             return False

@@ -63,6 +63,11 @@ class DraftEngine:
         self.target_max_context = draft.lm.max_context
         self.served_model_name = served_model_name
         self.ready = threading.Event()
+        # Used for parameters a request omits (OpenAI's defaults until the runtime config sets others).
+        self.sampling_defaults = SamplingParams(temperature=1.0)
+
+    def set_sampling_defaults(self, params: SamplingParams) -> None:
+        self.sampling_defaults = params
 
     def connect(self, timeout_s: float = 60.0) -> None:
         """Waits for the target, then refuses an incompatible pair (different tokenizers)."""

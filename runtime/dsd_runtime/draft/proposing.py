@@ -57,7 +57,7 @@ class Proposer:
         start = time.perf_counter()
         self._sync(tokens)
         new = tokens[len(self.fed):]
-        logits = self.model.forward(self.seq, new)[-1]  # [vocab]
+        logits = self.model.forward(self.seq, new, keep_last=1)[-1]  # [vocab]
         self.fed.extend(new)
         if self.params.greedy:
             token = int(logits.argmax())

@@ -93,8 +93,6 @@ class Verifier:
         seq = self.model.new_sequence()
         session = Session(req.session_id, seq, req.committed_len, req.context[-1])
         self.store.admit(session, req.committed_len + len(req.draft_tokens))
-        if len(req.context) > 1:
-            self.model.forward(seq, req.context[:-1])
         self.reprefills += 1
         return session
 
@@ -111,7 +109,10 @@ class Verifier:
         else:
             self.store.reserve(session, len(req.draft_tokens) + 1)
         gamma = len(req.draft_tokens)
-        logits = self.model.forward(session.seq, [session.pending_token, *req.draft_tokens])  # [gamma+1, V]
+        # A (re-)prefill runs the whole context and the window in ONE forward pass; otherwise the pending token
+        # (last round's recovered/bonus token, not yet in the cache) and the window.
+        fed = [*req.context, *req.draft_tokens] if reprefilled else [session.pending_token, *req.draft_tokens]
+        logits = self.model.forward(session.seq, fed, keep_last=gamma + 1)  # [gamma+1, V]
         drafts = torch.tensor(req.draft_tokens, dtype=torch.long)
         if req.params.greedy:
             verdict = sampling.verify_greedy(logits, drafts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
+from dsd_spec.sampling import SamplingParams
 from tests.lossless.test_greedy_equals_target_alone import target_alone
 
 
@@ -68,3 +69,22 @@ def test_stop_string_ends_the_text_before_it(client, api, loaded):
     r = client.completions.create(stop=[stop], **kwargs)
     assert r.choices[0].text == full[: full.find(stop)]
     assert r.choices[0].finish_reason == "stop"
+
+
+def test_configured_sampling_defaults_apply_when_a_request_omits_them(client, api, loaded):
+    tok = loaded["target"].tokenizer
+    prompt = "Once upon a time"
+    want_ids = target_alone(loaded["target"], tok(prompt)["input_ids"], 12)
+    eos = tok.eos_token_id
+    want = tok.decode(want_ids[: want_ids.index(eos)] if eos in want_ids else want_ids, skip_special_tokens=True)
+    before = api.engine.sampling_defaults
+    api.engine.set_sampling_defaults(SamplingParams(temperature=0.0))  # as the operator's ConfigMap would
+    try:
+        texts = {client.completions.create(model="tiny", prompt=prompt, max_tokens=12, seed=s).choices[0].text
+                 for s in (1, 2, 3)}
+        assert texts == {want}  # greedy without asking: the target's own output, whatever the seed
+        sampled = {client.completions.create(model="tiny", prompt=prompt, max_tokens=12, seed=s,
+                                             temperature=1.0).choices[0].text for s in (1, 2, 3)}
+        assert len(sampled) > 1  # an explicit temperature still wins
+    finally:
+        api.engine.set_sampling_defaults(before)

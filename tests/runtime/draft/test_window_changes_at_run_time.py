@@ -8,6 +8,7 @@ import pytest
 from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
 from dsd_runtime.draft.control import ConfigWatcher, start_control_server
 from dsd_runtime.draft.windowing import WindowConfig, WindowController
+from dsd_spec.sampling import SamplingParams
 
 
 @pytest.fixture
@@ -50,3 +51,16 @@ def test_config_file_changes_are_picked_up_and_bad_files_ignored(tmp_path):
     assert window.config.gamma == 2
     path.write_text("window:\n  colour: red\n")
     assert not watcher.check_once()
+
+
+def test_sampling_defaults_from_the_operators_config_reach_the_callback(tmp_path):
+    window = WindowController(WindowConfig(gamma=4))
+    seen = []
+    path = tmp_path / "runtime.yaml"
+    watcher = ConfigWatcher(path, window, on_sampling=seen.append)
+    path.write_text("window: {gamma: 3}\nsampling: {temperature: 0.0, top_p: 0.9, top_k: 40}\n")
+    assert watcher.check_once()
+    assert seen == [SamplingParams(temperature=0.0, top_k=40, top_p=0.9)] and window.config.gamma == 3
+    path.write_text("window: {gamma: 3}\nsampling: {temperature: 0.0, top_p: 1.5}\n")  # invalid: nothing changes
+    assert not watcher.check_once()
+    assert len(seen) == 1
