@@ -106,11 +106,12 @@ class Target:
 class DraftDevice:
     """An edge device running the draft model; its steps are sequential across the requests it serves."""
 
-    __slots__ = ("free_at", "index", "link", "step_s", "window")
+    __slots__ = ("free_at", "index", "link", "step_s", "wait_s", "window")
 
     def __init__(self, index: int, step_s: float, link: object, window: WindowPolicy) -> None:
         self.index, self.step_s, self.link, self.window = index, step_s, link, window
         self.free_at = 0.0
+        self.wait_s: float | None = None  # smoothed send-to-answer time (the draft-ahead decision)
 
     def reserve(self, now: float, steps: int) -> float:
         """Books `steps` draft steps after whatever is already booked; returns when they finish."""

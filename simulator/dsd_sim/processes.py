@@ -7,7 +7,8 @@ token (an empty window). Then, per round:
 - blocking: gamma sequential steps on the edge draft, uplink, batched verify, downlink;
 - pipelined: as blocking, but while the answer is in flight the draft keeps going (up to gamma + 1 steps,
   finishing the step in progress when the answer lands); if every token and the bonus match its guesses, the
-  extra drafts start the next window, otherwise they are wasted.
+  extra drafts start the next window, otherwise they are wasted. Like the runtime, a draft only drafts ahead
+  while `dsd_spec.draft_ahead_pays` says the expected saving beats the cost of the step in progress.
 A round yields accepted + 1 tokens, capped at the request's output length.
 """
 
@@ -27,6 +28,7 @@ from dsd_sim.entities import DraftDevice, Target
 from dsd_sim.metrics import Metrics
 from dsd_sim.network import ANSWER_BYTES, Link, window_bytes
 from dsd_sim.scenario import Scenario
+from dsd_spec import draft_ahead_pays, survival_probability
 
 Process = Generator[simpy.Event, Any, None]
 
@@ -132,7 +134,10 @@ def _distributed_rounds(ctx: Context, device: DraftDevice, target: Target, produ
         n, survived = acc.accepted(gamma)
         wasted = 0
         carried = 0
-        if pipelined and gamma:
+        ahead = pipelined and gamma and (device.wait_s is None or draft_ahead_pays(
+            survival_probability(acc.alphas, gamma), device.wait_s, gamma, step_s))  # the runtime's rule
+        device.wait_s = wait_s if device.wait_s is None else 0.8 * device.wait_s + 0.2 * wait_s
+        if ahead:
             drafted = min(gamma + 1, math.ceil(wait_s / step_s))  # the step in progress finishes first
             finish = ready + drafted * step_s
             device.free_at = max(device.free_at, finish)

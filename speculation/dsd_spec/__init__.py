@@ -18,7 +18,14 @@ https://arxiv.org/abs/2211.17192 .
 
 from dsd_spec.acceptance import AcceptanceStats
 from dsd_spec.capacity import offload_capacity_gain
-from dsd_spec.costs import RoundCosts, VerifyCostModel, goodput_tokens_per_s, round_time_s
+from dsd_spec.costs import (
+    RoundCosts,
+    VerifyCostModel,
+    draft_ahead_pays,
+    goodput_tokens_per_s,
+    round_time_s,
+    survival_probability,
+)
 from dsd_spec.expectation import (
     expected_tokens_iid,
     expected_tokens_per_round,
@@ -33,11 +40,13 @@ __all__ = [
     "VerifyCostModel",
     "WindowBounds",
     "choose_gamma",
+    "draft_ahead_pays",
     "expected_tokens_iid",
     "expected_tokens_per_round",
     "goodput_tokens_per_s",
     "offload_capacity_gain",
     "optimal_gamma_colocated",
     "round_time_s",
+    "survival_probability",
     "walltime_factor_colocated",
 ]

@@ -83,6 +83,16 @@ def survival_probability(alpha_by_position: Sequence[float], gamma: int) -> floa
     return p
 
 
+def draft_ahead_pays(p_survive: float, wait_s: float, gamma: int, draft_step_s: float) -> bool:
+    """Whether drafting during a verify (pipelining) is worth it this round.
+
+    The drafts made while waiting save min(wait, gamma * t_d) of the next round when they survive (probability
+    `p_survive`); drafting cannot be interrupted, so the step in progress when the answer lands delays the next
+    round by half a step on average, survival or not. Draft ahead only when the expected saving is larger.
+    """
+    return p_survive * min(wait_s, gamma * draft_step_s) > 0.5 * draft_step_s
+
+
 def round_time_s(costs: RoundCosts, alpha_by_position: Sequence[float], gamma: int, pipelined: bool) -> float:
     """Expected seconds per round."""
     if gamma == 0 or not pipelined:

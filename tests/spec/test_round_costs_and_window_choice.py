@@ -2,7 +2,15 @@
 
 import pytest
 
-from dsd_spec import AcceptanceStats, RoundCosts, VerifyCostModel, WindowBounds, choose_gamma, costs
+from dsd_spec import (
+    AcceptanceStats,
+    RoundCosts,
+    VerifyCostModel,
+    WindowBounds,
+    choose_gamma,
+    costs,
+    draft_ahead_pays,
+)
 from dsd_spec.capacity import offload_capacity_gain
 
 
@@ -71,3 +79,11 @@ def test_acceptance_stats_learns_per_position_rates():
     assert a[2] == pytest.approx(1.0)
     with pytest.raises(ValueError):
         stats.observe(gamma=2, num_accepted=3)
+
+
+def test_drafting_ahead_pays_only_when_drafts_are_likely_to_survive():
+    assert draft_ahead_pays(p_survive=0.5, wait_s=0.050, gamma=4, draft_step_s=0.010)
+    assert not draft_ahead_pays(p_survive=0.001, wait_s=0.050, gamma=4, draft_step_s=0.010)
+    # a short wait saves little: with the answer back after half a step, nothing is worth drafting
+    assert not draft_ahead_pays(p_survive=0.9, wait_s=0.004, gamma=4, draft_step_s=0.010)
+

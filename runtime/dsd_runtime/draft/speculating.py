@@ -104,7 +104,8 @@ class Speculator:
                 t0 = time.perf_counter()
                 future = self.client.verify_async(request)
                 extra: list[Proposal] = []
-                if cfg.pipelined and (gamma or first_round):
+                # The first round always drafts ahead: the draft's own prefill is needed anyway.
+                if cfg.pipelined and (first_round or (gamma and self.window.draft_ahead(gamma))):
                     speculative = committed + [p.token for p in window]
                     limit = (cfg.gamma if first_round else gamma) + 1
                     while not future.done() and len(extra) < limit and not cancel.is_set():

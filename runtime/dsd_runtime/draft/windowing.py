@@ -10,7 +10,15 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, replace
 
-from dsd_spec import AcceptanceStats, RoundCosts, VerifyCostModel, WindowBounds, choose_gamma
+from dsd_spec import (
+    AcceptanceStats,
+    RoundCosts,
+    VerifyCostModel,
+    WindowBounds,
+    choose_gamma,
+    draft_ahead_pays,
+    survival_probability,
+)
 
 POLICIES = ("static", "adaptive")
 
@@ -71,6 +79,16 @@ class WindowController:
             if draft_step_s is not None:
                 self._draft_step.update(draft_step_s)
             self._round_trip.setdefault(gamma + 1, _Ema()).update(round_trip_s)
+
+    def draft_ahead(self, gamma: int) -> bool:
+        """Pipelined mode: draft while this round's verify is in flight? (dsd_spec.draft_ahead_pays on the
+        measured survival probability, round trip and step time; yes until there are measurements.)"""
+        with self._lock:
+            wait = self._round_trip.get(gamma + 1)
+            if not gamma or self._draft_step.value is None or wait is None or wait.value is None:
+                return True
+            p = survival_probability(self.stats.alpha_by_position(gamma + 1), gamma)
+            return draft_ahead_pays(p, wait.value, gamma, self._draft_step.value)
 
     def next_gamma(self) -> int:
         with self._lock:

@@ -64,3 +64,13 @@ def test_sampling_defaults_from_the_operators_config_reach_the_callback(tmp_path
     path.write_text("window: {gamma: 3}\nsampling: {temperature: 0.0, top_p: 1.5}\n")  # invalid: nothing changes
     assert not watcher.check_once()
     assert len(seen) == 1
+
+
+def test_window_controller_stops_drafting_ahead_when_windows_keep_failing():
+    bad, good = WindowController(WindowConfig(gamma=4)), WindowController(WindowConfig(gamma=4))
+    assert bad.draft_ahead(4)  # nothing measured yet
+    for _ in range(50):
+        bad.observe(4, 0, 0.010, 0.060)
+        good.observe(4, 4, 0.010, 0.060)
+    assert not bad.draft_ahead(4)
+    assert good.draft_ahead(4)
