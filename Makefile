@@ -7,7 +7,7 @@ setup:
 	bash scripts/setup.sh
 
 serve: setup
-	dsd models distill   # once: trains and caches the SmolLM2 draft (~6 min on 2 cores)
+	dsd models distill   # once: trains and caches the SmolLM2 draft (~8 min on 2 cores)
 	dsd serve
 
 lint:

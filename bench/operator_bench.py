@@ -1,7 +1,7 @@
 """Operator benchmark on the local control plane: apply-to-children and apply-to-Ready times, memory with 50
 DSDDeployments, and the API writes of reconciles when nothing changed (should be zero).
 
-    python bench/operator_bench.py            # starts (or reuses) the dev cluster `bench`, ~2 minutes
+    python bench/operator_bench.py   # starts (or reuses) the dev cluster `bench-operator` (10 edge, 60 GPU nodes)
 
 Writes docs/benchmarks/operator.md. Pods run on kwok nodes (no containers), so "Ready" is the control plane's
 and the operator's part of the work: scheduling, Deployment/ReplicaSet controllers, status roll-up.
@@ -15,6 +15,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -22,11 +23,25 @@ from pathlib import Path
 import yaml
 from kubernetes import client, config
 
-from dsd_devcluster import start_cluster
+from dsd_devcluster import start_cluster, stop_cluster
 from dsd_devcluster.toolchain import ensure_toolchain
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP, VERSION, PLURAL = "dsd.dev", "v1alpha1", "dsddeployments"
+# Enough simulated capacity for 50 DSDDeployments with one GPU target each (kwok nodes are cheap).
+NODES = """nodes:
+  - name: edge
+    count: 10
+    zones: [edge-zone-a, edge-zone-b]
+    labels: {node-role.kubernetes.io/edge: "", dsd.dev/tier: edge}
+    capacity: {cpu: "8", memory: 16Gi, pods: "110"}
+  - name: gpu
+    count: 60
+    zones: [cloud-zone-a, cloud-zone-b]
+    labels: {dsd.dev/tier: cloud, nvidia.com/gpu.present: "true"}
+    taints: [{key: nvidia.com/gpu, value: present, effect: NoSchedule}]
+    capacity: {cpu: "32", memory: 256Gi, pods: "110", nvidia.com/gpu: "1"}
+"""
 
 
 def _free_port() -> int:
@@ -55,7 +70,10 @@ def _rss_mib(pid: int) -> float:
 def _wait(probe, timeout_s: float, interval_s: float = 0.05):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        value = probe()
+        try:
+            value = probe()
+        except OSError:  # the operator's /metrics is not listening yet
+            value = None
         if value:
             return value
         time.sleep(interval_s)
@@ -72,8 +90,11 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "operator.md")
+    parser.add_argument("--keep-cluster", action="store_true", help="leave `bench-operator` running for a rerun")
     args = parser.parse_args()
-    handle = start_cluster("bench")
+    nodes = Path(tempfile.mkdtemp()) / "nodes.yaml"
+    nodes.write_text(NODES)
+    handle = start_cluster("bench-operator", nodes)
     kubectl = [str(ensure_toolchain().path("kubectl")), "--kubeconfig", str(handle.kubeconfig)]
     subprocess.run([*kubectl, "apply", "--server-side", "-f", str(REPO / "crds")], check=True, capture_output=True)
     subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd", "--all"], check=True,
@@ -86,7 +107,7 @@ def main() -> None:
                           env={**os.environ, "KUBECONFIG": str(handle.kubeconfig)})
     lines = []
     try:
-        _wait(lambda: _counter(port, "dsd_operator_reconciles_total") >= 0, 60, 0.5)
+        _wait(lambda: _counter(port, "dsd_operator_reconciles_total") + 1, 60, 0.5)  # /metrics answers
         ns = f"bench-{int(time.time())}"
         core.create_namespace({"metadata": {"name": ns}})
         sample = REPO / "manifests" / "samples" / "minimal.yaml"
@@ -136,6 +157,8 @@ def main() -> None:
     finally:
         op.terminate()
         op.wait(30)
+        if not args.keep_cluster:
+            stop_cluster("bench-operator")
 
 
 if __name__ == "__main__":

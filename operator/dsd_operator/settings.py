@@ -10,7 +10,7 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DSD_OPERATOR_", frozen=True)
 
     namespaces: list[str] = Field(default_factory=list, description=(
-        "Namespaces to watch (globs allowed); empty = the whole cluster."))
+        "Namespaces to watch (exact names); empty = the whole cluster."))
     health_port: int = Field(8080, ge=0, le=65535, description="Port of /healthz (kopf liveness); 0 = off.")
     metrics_port: int = Field(9090, ge=0, le=65535, description="Port of the operator's /metrics; 0 = off.")
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="Python log level.")

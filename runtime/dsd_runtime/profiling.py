@@ -60,9 +60,10 @@ def chat_prompt_ids(model: models.LoadedModel, text: str) -> list[int]:
     return list(ids["input_ids"] if isinstance(ids, dict) else ids)
 
 
-def verify_points(target: models.LoadedModel, context: list[int], ks: list[int], repeats: int = 5
-                  ) -> list[tuple[int, float]]:
-    """Median ms of the target's forward over k new positions after `context` (KV cache warm)."""
+def verify_points(target: models.LoadedModel, context: list[int], ks: list[int], repeats: int = 5,
+                  keep_last: int | None = None) -> list[tuple[int, float]]:
+    """Median ms of the target's forward over k new positions after `context` (KV cache warm); `keep_last` as
+    in CausalLM.forward (a prefill computes logits only for the window's positions)."""
     lm = target.lm
     out = []
     filler = (context * (max(ks) // max(1, len(context)) + 1))
@@ -72,13 +73,14 @@ def verify_points(target: models.LoadedModel, context: list[int], ks: list[int],
             seq = lm.new_sequence()
             lm.forward(seq, context)
             t0 = time.perf_counter()
-            lm.forward(seq, filler[:k])
+            lm.forward(seq, filler[:k], keep_last=keep_last)
             times.append(time.perf_counter() - t0)
         out.append((k, 1000 * statistics.median(times)))
     return out
 
 
-def draft_step_ms(draft: models.LoadedModel, context: list[int], steps: int = 32) -> float:
+def draft_step_ms(draft: models.LoadedModel, context: list[int], steps: int = 64) -> float:
+    """Mean step over a whole generation: steps get slower as the context (attention over the KV) grows."""
     proposer = Proposer(draft.lm, SamplingParams(temperature=0.0), 0)
     ids = list(context)
     times = []
@@ -86,7 +88,7 @@ def draft_step_ms(draft: models.LoadedModel, context: list[int], steps: int = 32
         p = proposer.propose(ids)
         times.append(p.seconds)
         ids.append(p.token)
-    return 1000 * statistics.median(times[1:])  # the first step includes the prompt's prefill
+    return 1000 * statistics.mean(times[1:])  # the first step includes the prompt's prefill
 
 
 def acceptance_by_position(engine: DraftEngine, prompts: list[list[int]], gamma: int, max_tokens: int
@@ -121,8 +123,11 @@ def profile(target_ref: str, draft_ref: str, gamma: int = 8, max_tokens: int = 6
     torch.set_num_threads(threads)
     target, draft = models.load(target_ref), models.load(draft_ref)
     ids = [chat_prompt_ids(target, p) for p in (prompts or PROFILE_PROMPTS)]
-    points = verify_points(target, ids[0], [*range(1, gamma + 2), *PREFILL_POINTS])
-    step = draft_step_ms(draft, ids[0])
+    # Verify windows run mid-generation: time them after the prompt plus half the output; prefills after nothing.
+    mid = (ids[0] * (1 + max_tokens // max(1, len(ids[0]))))[:len(ids[0]) + max_tokens // 2]
+    points = verify_points(target, mid, list(range(1, gamma + 2)))
+    points += verify_points(target, ids[0][:1], list(PREFILL_POINTS), keep_last=1)
+    step = draft_step_ms(draft, ids[0], max_tokens)
     server = TargetServer(target, TargetSettings(), "127.0.0.1:0")
     server.start()
     engine = DraftEngine(draft, f"127.0.0.1:{server.port}", WindowConfig(gamma, 1, gamma, "static", False),

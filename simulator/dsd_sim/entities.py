@@ -101,6 +101,10 @@ class Target:
             self.busy_s += seconds
             for w in batch:
                 w.done.succeed()
+            # Let sessions living on the target (target-only, fused) queue their next step at this same instant,
+            # as continuous batching keeps running sequences in the next step; without this, work that arrived
+            # during the pass would start a pass alone and split the batch into two alternating halves.
+            yield env.timeout(0)
 
 
 class DraftDevice:

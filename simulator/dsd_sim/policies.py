@@ -42,23 +42,27 @@ class _Ema:
 
 
 class WindowState:
-    """Statistics a window policy learns from: acceptance per position, step time, round trip + verify."""
+    """Statistics a window policy learns from, as the runtime's WindowController keeps them: acceptance per
+    position, draft step time, and the send-to-answer time (network + queueing + verify) per window size."""
 
     def __init__(self) -> None:
         self.acceptance = AcceptanceStats(max_positions=33, decay=0.995)
-        self.wait_s = _Ema()  # from sending a window to receiving the answer (network + queue + verify)
+        self.wait_s: dict[int, _Ema] = {}  # positions verified (gamma + 1) -> smoothed wait
         self.step_s = _Ema()
 
     def observe(self, gamma: int, accepted: int, step_s: float, wait_s: float) -> None:
         self.acceptance.observe(gamma, accepted)
         self.step_s.update(step_s)
-        self.wait_s.update(wait_s)
+        ema = self.wait_s.get(gamma + 1)
+        if ema is None:
+            ema = self.wait_s[gamma + 1] = _Ema()
+        ema.update(wait_s)
 
     def best_gamma(self, bounds: WindowBounds, pipelined: bool, current: int) -> int:
-        if self.wait_s.value <= 0:
+        if not self.wait_s:
             return current
-        # The observed wait already contains verify and network; model it as a constant verify cost.
-        costs = RoundCosts(self.step_s.value, VerifyCostModel.constant(self.wait_s.value), 0.0)
+        points = tuple(sorted((k, e.value) for k, e in self.wait_s.items()))
+        costs = RoundCosts(self.step_s.value, VerifyCostModel(points), 0.0)
         alphas = self.acceptance.alpha_by_position(bounds.gamma_max + 1)
         return choose_gamma(costs, alphas, bounds, pipelined, current)
 

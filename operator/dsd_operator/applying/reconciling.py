@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 import pydantic
+from kubernetes.dynamic.exceptions import ForbiddenError
 from prometheus_client import Counter
 
 from dsd_operator import labels
@@ -50,6 +51,14 @@ class Reconciler:
             threading.Lock)
 
     def reconcile(self, namespace: str, name: str) -> None:
+        try:
+            self._reconcile(namespace, name)
+        except ForbiddenError as e:
+            if "NamespaceTerminating" not in str(e.body):
+                raise
+            log.debug("%s/%s: namespace is being deleted; nothing to do", namespace, name)
+
+    def _reconcile(self, namespace: str, name: str) -> None:
         with self._locks[(namespace, name)]:  # events of several children may arrive on several workers
             cr = self.cluster.get(DSD_API_VERSION, api.DEPLOYMENT_KIND, namespace, name)
             if cr is None or cr["metadata"].get("deletionTimestamp"):

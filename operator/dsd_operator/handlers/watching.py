@@ -44,7 +44,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = own.workers
     settings.watching.server_timeout = 300
     _state["reconciler"] = Reconciler(Cluster(_load_kube_config()))
-    _state["resync"] = asyncio.get_running_loop().create_task(_resync_forever(own.resync_s))
+    _state["resync"] = asyncio.get_running_loop().create_task(_resync_forever(own.resync_s, own.namespaces))
 
 
 @kopf.on.cleanup()
@@ -54,20 +54,22 @@ async def stop(**_: Any) -> None:
         task.cancel()
 
 
-async def _resync_forever(interval_s: float) -> None:
+async def _resync_forever(interval_s: float, namespaces: list[str]) -> None:
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(interval_s)
         try:
-            await loop.run_in_executor(None, _resync_all)
+            await loop.run_in_executor(None, _resync_all, namespaces)
         except Exception:  # a failed resync must not end the loop; the next one retries
             log.exception("periodic resync failed")
 
 
-def _resync_all() -> None:
+def _resync_all(namespaces: list[str]) -> None:
+    """Lists per watched namespace (RoleBindings grant no cluster-wide list), or cluster-wide."""
     r = _reconciler()
-    for item in r.cluster.list(f"{api.GROUP}/{api.VERSION}", api.DEPLOYMENT_KIND):
-        r.reconcile(item["metadata"]["namespace"], item["metadata"]["name"])
+    for ns in namespaces or [None]:
+        for item in r.cluster.list(f"{api.GROUP}/{api.VERSION}", api.DEPLOYMENT_KIND, ns):
+            r.reconcile(item["metadata"]["namespace"], item["metadata"]["name"])
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.DEPLOYMENT_PLURAL)

@@ -64,9 +64,9 @@ def chart_release(cluster: ClusterInfo) -> Iterator[str]:
     subprocess.run([*helm, "uninstall", RELEASE, "-n", RELEASE_NS], capture_output=True, check=False)
 
 
-def _service_account_kubeconfig(cluster: ClusterInfo, path: Path) -> Path:
+def _service_account_kubeconfig(cluster: ClusterInfo, path: Path, account: str = RELEASE) -> Path:
     token = client.CoreV1Api(cluster.api_client).create_namespaced_service_account_token(
-        RELEASE, RELEASE_NS, {"spec": {"expirationSeconds": 86400}}).status.token
+        account, RELEASE_NS, {"spec": {"expirationSeconds": 86400}}).status.token
     admin = yaml.safe_load(cluster.kubeconfig.read_text())
     ctx = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
     server = next(c for c in admin["clusters"] if c["name"] == ctx["cluster"])["cluster"]
@@ -84,14 +84,16 @@ class OperatorProcess:
     kubeconfig: Path
     log_path: Path
     metrics_port: int = field(default_factory=_free_port)
+    namespaces: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         log = self.log_path.open("ab")
+        watch = [arg for ns in self.namespaces for arg in ("--namespace", ns)]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dsd_cli.main", "operator", "run", "--health-port", "0",
-             "--metrics-port", str(self.metrics_port), "--resync-s", "2"], env=env, stdout=log, stderr=log)
+             "--metrics-port", str(self.metrics_port), "--resync-s", "2", *watch], env=env, stdout=log, stderr=log)
         wait_for(lambda: self.metrics_text() is not None, 60, "the operator's /metrics endpoint")
 
     def stop(self) -> None:
