@@ -142,10 +142,12 @@ class Reconciler:
                                  status=True)
 
     def _announce_changes(self, cr: Manifest, old: dict[str, Any], new: dict[str, Any]) -> None:
-        """One Event per condition that changed status (e.g. Degraded=True with the scheduler's reason)."""
+        """One Event per condition that changed status (e.g. Degraded=True with the scheduler's reason). The
+        first status of a new resource announces only a problem: its Created events tell the rest."""
         before = {c["type"]: c.get("status") for c in old.get("conditions") or []}
         for c in new["conditions"]:
-            if before.get(c["type"]) != c["status"]:
+            problem = c["type"] == labels.Condition.DEGRADED and c["status"] == "True"
+            if (before or problem) and before.get(c["type"]) != c["status"]:
                 bad = c["type"] != labels.Condition.PROGRESSING and (
                     (c["type"] == labels.Condition.DEGRADED) == (c["status"] == "True"))
                 self.cluster.event(cr, "Warning" if bad else "Normal", c["reason"],
