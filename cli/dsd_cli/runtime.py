@@ -30,6 +30,14 @@ PIPELINED = typer.Option(True, "--pipelined/--blocking", help="Draft ahead while
 DELAY = typer.Option(0.0, "--delay-ms", help="Emulated one-way delay on the draft-target link.")
 JITTER = typer.Option(0.0, "--jitter-ms", help="Emulated jitter (uniform +-).")
 BANDWIDTH = typer.Option(0.0, "--bandwidth-mbps", help="Emulated bandwidth cap (0 = none).")
+DEVICE = typer.Option("auto", help="auto (a CUDA GPU when torch sees one, else cpu), cpu, cuda, cuda:N.")
+DTYPE = typer.Option("auto", help="auto (as saved), float32, bfloat16, float16.")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def _check_dtype(dtype: str) -> None:
+    if dtype not in DTYPES:
+        raise typer.BadParameter(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
 
 
 def register(app: typer.Typer) -> None:
@@ -42,6 +50,7 @@ def register(app: typer.Typer) -> None:
         metrics_port: int = typer.Option(9101, help="Prometheus /metrics port (0 = any, -1 = off)."),
         max_sessions: int = 64, max_cached_tokens: int = 65536, idle_ttl_s: float = 300.0,
         max_window: int = 32, max_pending: int = 64, threads: int = typer.Option(0, help="torch threads (0=auto)."),
+        device: str = DEVICE, dtype: str = DTYPE,
     ) -> None:
         """Run the target role: gRPC verification with per-session KV caches."""
         from dsd_runtime.target.running import run_target
@@ -49,7 +58,8 @@ def register(app: typer.Typer) -> None:
 
         logging.basicConfig(level=logging.INFO)
         settings = TargetSettings(max_sessions, max_cached_tokens, idle_ttl_s, max_window, max_pending)
-        run_target(model, f"{host}:{port}", metrics_port, settings, threads or None)
+        _check_dtype(dtype)
+        run_target(model, f"{host}:{port}", metrics_port, settings, threads or None, device=device, dtype=dtype)
 
     @app.command("draft")
     def draft(
@@ -62,14 +72,17 @@ def register(app: typer.Typer) -> None:
         config: Path | None = typer.Option(None, help="Runtime config file (window section), re-read on change."),
         threads: int = typer.Option(0, help="torch threads (0=auto)."),
         target_deadline_s: float = typer.Option(30.0, help="Give up on the target after this long (HTTP 503)."),
+        device: str = DEVICE, dtype: str = DTYPE,
     ) -> None:
         """Run the draft role: speculation against a target and the OpenAI-compatible API."""
         from dsd_runtime.draft.client import LinkEmulation
         from dsd_runtime.draft.running import run_draft
 
         logging.basicConfig(level=logging.INFO)
+        _check_dtype(dtype)
         run_draft(model, target, host, port, control_port, _window(gamma, gamma_min, gamma_max, policy, pipelined),
-                  LinkEmulation(delay_ms, jitter_ms, bandwidth_mbps), config, threads or None, target_deadline_s)
+                  LinkEmulation(delay_ms, jitter_ms, bandwidth_mbps), config, threads or None, target_deadline_s,
+                  device=device, dtype=dtype)
 
     @app.command("serve")
     def serve(

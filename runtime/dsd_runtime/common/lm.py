@@ -32,6 +32,7 @@ class CausalLM:
         self.vocab_size: int = int(model.config.vocab_size)
         self.max_context: int = int(getattr(model.config, "max_position_embeddings", 2048))
         self.dtype = next(model.parameters()).dtype
+        self.device = next(model.parameters()).device
 
     def new_sequence(self) -> KVSequence:
         return KVSequence(DynamicCache())
@@ -43,14 +44,15 @@ class CausalLM:
         `keep_last`: only the last k positions' logits ([k, vocab]); the vocabulary projection of a long prompt
         is a large share of a prefill, so prefills ask for the few positions they use.
         """
-        ids = torch.tensor([list(token_ids)], dtype=torch.long)
+        ids = torch.tensor([list(token_ids)], dtype=torch.long, device=self.device)
         kwargs = {self._cache_kwarg: seq.cache}
         if keep_last is not None and self._can_keep_last:
             kwargs["logits_to_keep"] = keep_last
         out = self.model(input_ids=ids, use_cache=True, **kwargs)
         seq.length += len(token_ids)
-        logits = out.logits[0].float()
-        return logits[-keep_last:] if keep_last is not None else logits
+        logits = out.logits[0]
+        logits = logits[-keep_last:] if keep_last is not None else logits
+        return logits.float().cpu()  # acceptance and sampling run on the CPU: [k, vocab] is small
 
     @staticmethod
     def rollback(seq: KVSequence, num_tokens: int) -> None:

@@ -111,6 +111,18 @@ def plain_weights_dir(ref: str) -> Path:
     return directory if gguf_file is None else _gguf_safetensors_cache(directory, gguf_file)
 
 
+DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(device: str) -> str:
+    """`auto` = the first CUDA GPU when there is one (a target pod with nvidia.com/gpu), else the CPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelNotFound(f"device {device!r} asked for, but torch sees no CUDA GPU")
+    return device
+
+
 def load(ref: str, dtype: torch.dtype | None = None, device: str = "cpu") -> LoadedModel:
     directory, gguf_file, name = resolve(ref)
     if gguf_file is not None:
@@ -131,6 +143,6 @@ def load(ref: str, dtype: torch.dtype | None = None, device: str = "cpu") -> Loa
             tmp.rename(cached)
         directory = cached
     kwargs = {"dtype": dtype} if dtype is not None else {}
-    model = AutoModelForCausalLM.from_pretrained(directory, **kwargs).to(device)
+    model = AutoModelForCausalLM.from_pretrained(directory, **kwargs).to(pick_device(device))
     tokenizer = AutoTokenizer.from_pretrained(directory)
     return LoadedModel(name, lm.CausalLM(model, name), tokenizer, tokenization.fingerprint(tokenizer))

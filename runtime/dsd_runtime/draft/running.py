@@ -34,10 +34,10 @@ def _connect_forever(engine: DraftEngine, failed: list[BaseException]) -> None:
 
 def run_draft(model_ref: str, target: str, host: str, port: int, control_port: int, window: WindowConfig,
               link: LinkEmulation, config_file: Path | None, threads: int | None = None,
-              target_deadline_s: float = 30.0) -> None:
+              target_deadline_s: float = 30.0, device: str = "auto", dtype: str = "auto") -> None:
     if threads:
         torch.set_num_threads(threads)
-    draft = models.load(model_ref)
+    draft = models.load(model_ref, models.DTYPES[dtype], device)
     engine = DraftEngine(draft, target, window, link, target_deadline_s)
     # Fail fast on an incompatible pair when the target is already up; otherwise keep retrying in background.
     failed: list[BaseException] = []

@@ -16,10 +16,11 @@ log = logging.getLogger(__name__)
 
 
 def run_target(model_ref: str, address: str, metrics_port: int, settings: TargetSettings,
-               threads: int | None = None, grace_s: float = 10.0) -> None:
+               threads: int | None = None, grace_s: float = 10.0, device: str = "auto",
+               dtype: str = "auto") -> None:
     if threads:
         torch.set_num_threads(threads)
-    model = models.load(model_ref)
+    model = models.load(model_ref, models.DTYPES[dtype], device)
     server = TargetServer(model, settings, address)
     if metrics_port >= 0:
         start_http_server(metrics_port, addr=address.rsplit(":", 1)[0], registry=server.registry)
