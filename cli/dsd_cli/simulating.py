@@ -29,7 +29,7 @@ def _fail(message: str) -> None:
 @app.command("run")
 def run(
     scenario_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Scenario YAML."),
-    out: Path | None = typer.Option(None, help="Write the metrics JSON here (default: print only)."),
+    out: Path | None = typer.Option(None, help="Metrics JSON path [default: sim-out/<scenario name>.json]."),
     set_: list[str] = SET,
 ) -> None:
     """Simulate one scenario: print a table of TTFT/TPOT/throughput/goodput and write metrics JSON."""
@@ -42,9 +42,9 @@ def run(
         return
     summary = simulation.run(sc).summary()
     reporting.print_summary(summary)
-    if out is not None:
-        reporting.write_json(summary, out)
-        typer.echo(f"metrics written to {out}")
+    path = out or Path("sim-out") / f"{sc.name}.json"
+    reporting.write_json(summary, path)
+    typer.echo(f"metrics written to {path}")
 
 
 @app.command("sweep")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -47,3 +49,15 @@ def test_cli_reports_the_field_and_exits_2(tmp_path):
     result = CliRunner().invoke(app, ["sim", "run", str(path)])
     assert result.exit_code == 2
     assert "network.rtt_ms.mean" in result.output
+
+
+def test_cli_prints_the_table_and_writes_metrics_json(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("name: tiny\nduration_s: 5\ndrafts: {count: 2}\nworkload: {output_tokens: {mean: 16}}\n")
+    out = tmp_path / "metrics.json"
+    result = CliRunner().invoke(app, ["sim", "run", str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "TTFT ms" in result.output and "throughput" in result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["tokens_total"] == metrics["tokens_requested"] > 0
+    assert set(metrics["ttft_ms"]) == {"p50", "p95", "p99", "mean"} and metrics["gamma_by_second"]

@@ -85,6 +85,7 @@ class OperatorProcess:
     log_path: Path
     metrics_port: int = field(default_factory=_free_port)
     namespaces: list[str] = field(default_factory=list)
+    health_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -92,7 +93,7 @@ class OperatorProcess:
         log = self.log_path.open("ab")
         watch = [arg for ns in self.namespaces for arg in ("--namespace", ns)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dsd_cli.main", "operator", "run", "--health-port", "0",
+            [sys.executable, "-m", "dsd_cli.main", "operator", "run", "--health-port", str(self.health_port),
              "--metrics-port", str(self.metrics_port), "--resync-s", "2", *watch], env=env, stdout=log, stderr=log)
         wait_for(lambda: self.metrics_text() is not None, 60, "the operator's /metrics endpoint")
 
