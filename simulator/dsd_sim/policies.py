@@ -64,7 +64,7 @@ class WindowState:
         points = tuple(sorted((k, e.value) for k, e in self.wait_s.items()))
         costs = RoundCosts(self.step_s.value, VerifyCostModel(points), 0.0)
         alphas = self.acceptance.alpha_by_position(bounds.gamma_max + 1)
-        return choose_gamma(costs, alphas, bounds, pipelined, current)
+        return choose_gamma(costs, alphas, bounds, pipelined, current, max_step=1)  # as the runtime does
 
 
 class WindowPolicy:

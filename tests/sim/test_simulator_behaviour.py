@@ -106,5 +106,5 @@ def test_measured_acceptance_trace_drives_acceptance(tmp_path):
 
 def test_adaptive_window_shrinks_gamma_when_drafts_are_rarely_accepted():
     s = _run(BASE, **{"gamma.policy": "adaptive", "gamma.value": 6, "acceptance.alpha": 0.1})
-    late = [g for second, g in s["gamma_by_second"].items() if second >= 10]
-    assert late and max(late) < 3
+    late = sorted(g for second, g in s["gamma_by_second"].items() if 10 <= second < 20)
+    assert late and late[len(late) // 2] < 2.5  # median; it moves one step per decision, from 6

@@ -87,3 +87,11 @@ def test_drafting_ahead_pays_only_when_drafts_are_likely_to_survive():
     # a short wait saves little: with the answer back after half a step, nothing is worth drafting
     assert not draft_ahead_pays(p_survive=0.9, wait_s=0.004, gamma=4, draft_step_s=0.010)
 
+
+
+def test_max_step_keeps_the_window_within_a_trust_region():
+    costs = RoundCosts(0.001, VerifyCostModel.constant(0.05), 0.0)  # cheap drafts, flat verify: wants gamma_max
+    bounds = WindowBounds(1, 8)
+    assert choose_gamma(costs, [0.95] * 9, bounds, current=2) == 8
+    assert choose_gamma(costs, [0.95] * 9, bounds, current=2, max_step=1) == 3
+    assert choose_gamma(costs, [0.95] * 9, bounds, current=8, max_step=1) == 8

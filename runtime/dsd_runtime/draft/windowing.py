@@ -102,5 +102,5 @@ class WindowController:
             costs = RoundCosts(self._draft_step.value, VerifyCostModel(points), rtt_s=0.0)
             self._current = choose_gamma(costs, self.stats.alpha_by_position(cfg.gamma_max + 1),
                                          WindowBounds(cfg.gamma_min, cfg.gamma_max), cfg.pipelined,
-                                         current=self._current)
+                                         current=self._current, max_step=1)
             return self._current
