@@ -25,7 +25,9 @@ class VerifyCostModel:
 
     `points` are (k, seconds) pairs sorted by k; outside the range it extrapolates linearly from the two
     nearest points (and never below the smallest measurement). Verification is not free on a CPU, and not
-    linear either, so measurements beat a constant.
+    linear either, so measurements beat a constant. Verifying fewer positions never costs more, so t_v(k) is
+    capped by every measurement at k' >= k: noisy or kernel-dependent timings (this project's 2-core CPU
+    measures t_v(4) < t_v(3)) must not make a smaller window look dearer than a larger one.
     """
 
     points: tuple[tuple[int, float], ...]
@@ -48,6 +50,11 @@ class VerifyCostModel:
         return cls(((1, seconds),))
 
     def __call__(self, k: int) -> float:
+        cap = min((s for kk, s in self.points if kk >= k), default=None)
+        value = self._interpolated(k)
+        return value if cap is None else min(value, cap)
+
+    def _interpolated(self, k: int) -> float:
         pts = self.points
         if len(pts) == 1:
             return pts[0][1]
