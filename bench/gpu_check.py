@@ -35,17 +35,6 @@ PROMPTS = ["Hello", "The quick brown fox", "def f(x):\n    return", "1 2 3 4", "
            "A B C", "The sea is"]
 
 
-def _target_alone(model: models.LoadedModel, ids: list[int], n: int) -> list[int]:
-    seq = model.lm.new_sequence()
-    logits = model.lm.forward(seq, ids, keep_last=1)[-1]
-    out = []
-    for _ in range(n):
-        tok = int(logits.argmax())
-        out.append(tok)
-        logits = model.lm.forward(seq, [tok])[-1]
-    return out
-
-
 def lossless_on(device: str, dtype: torch.dtype, work: Path) -> dict[str, object]:
     target_dir = tiny.build_tiny_model(work / "target", seed=1)
     draft_dir = tiny.build_tiny_model(work / "draft", seed=2, base=target_dir, perturb=0.25)
@@ -62,7 +51,7 @@ def lossless_on(device: str, dtype: torch.dtype, work: Path) -> dict[str, object
             same, accepted, proposed = 0, 0, 0
             for prompt in PROMPTS:
                 ids = target.tokenizer(prompt)["input_ids"]
-                want = _target_alone(target, ids, 24)
+                want = target.lm.greedy(ids, 24)
                 stats = GenerationStats()
                 got = list(engine.speculator.generate(
                     GenerationRequest(ids, 24, SamplingParams(temperature=0.0), 0, frozenset()), None, stats))

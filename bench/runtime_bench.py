@@ -131,14 +131,6 @@ def _dsd(engine: DraftEngine, prompt: list[int], max_tokens: int, eos: int) -> t
     return out, Run(len(out), time.perf_counter() - start, (first or start) - start, stats)
 
 
-def _alpha_by_position(row: Row, gamma: int) -> list[float]:
-    """Conditional acceptance per position from the rounds' accepted counts."""
-    rounds = row.stat_sum("rounds")
-    reached = [rounds] + [float(sum(r.stats.accepted_per_position[i] for r in row.runs if r.stats))
-                          for i in range(gamma)]
-    return [reached[i + 1] / reached[i] if reached[i] else 0.0 for i in range(gamma)]
-
-
 def _start_target(model: str) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "dsd_cli.main", "target", "--model", model, "--port", str(port),
@@ -208,7 +200,7 @@ def main() -> None:
 def _analytic(rows: dict[tuple[str, float], Row], verify: VerifyCostModel, gamma: int, rtt: float,
               pipelined: bool) -> float:
     blocking = rows[("DSD blocking", rtt)]
-    alphas = _alpha_by_position(blocking, gamma)
+    alphas = profiling.conditional_alphas([r.stats for r in blocking.runs if r.stats], gamma)
     draft_step_s = blocking.stat_sum("draft_seconds") / blocking.stat_sum("draft_steps")
     costs = RoundCosts(draft_step_s, verify, rtt / 1000)
     tokens = expected_tokens_per_round([*alphas, alphas[-1]], gamma)

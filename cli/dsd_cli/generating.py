@@ -16,12 +16,8 @@ from dsd_spec.sampling import SamplingParams
 
 
 def _target_alone_tokens_per_s(target: models.LoadedModel, prompt_ids: list[int], n: int) -> float:
-    lm = target.lm
-    seq = lm.new_sequence()
     start = time.perf_counter()
-    logits = lm.forward(seq, prompt_ids, keep_last=1)[-1]
-    for _ in range(n - 1):
-        logits = lm.forward(seq, [int(logits.argmax())])[-1]
+    target.lm.greedy(prompt_ids, n)
     return n / (time.perf_counter() - start)
 
 

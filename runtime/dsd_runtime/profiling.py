@@ -91,22 +91,25 @@ def draft_step_ms(draft: models.LoadedModel, context: list[int], steps: int = 64
     return 1000 * statistics.mean(times[1:])  # the first step includes the prompt's prefill
 
 
+def conditional_alphas(stats: list[GenerationStats], gamma: int) -> list[float]:
+    """alpha_i (i = 1..gamma): P(position i accepted | 1..i-1 accepted), from the requests' per-position counts."""
+    reached = [float(sum(st.rounds for st in stats))]
+    reached += [float(sum(st.accepted_per_position[i] for st in stats)) for i in range(gamma)]
+    return [reached[i + 1] / reached[i] if reached[i] else 0.0 for i in range(gamma)]
+
+
 def acceptance_by_position(engine: DraftEngine, prompts: list[list[int]], gamma: int, max_tokens: int
                            ) -> tuple[list[float], int]:
     """Conditional acceptance alpha_i (i = 1..gamma) over greedy DSD generations, and the rounds seen."""
-    reached = [0] * (gamma + 1)
-    rounds = 0
+    all_stats = []
     for ids in prompts:
         stats = GenerationStats()
         req = GenerationRequest(ids, max_tokens, SamplingParams(temperature=0.0), 0,
                                 frozenset({int(engine.draft.tokenizer.eos_token_id or -1)}))
         for _ in engine.speculator.generate(req, None, stats):
             pass
-        rounds += stats.rounds
-        reached[0] += stats.rounds
-        for i in range(gamma):
-            reached[i + 1] += stats.accepted_per_position[i]
-    return [reached[i + 1] / reached[i] if reached[i] else 0.0 for i in range(gamma)], rounds
+        all_stats.append(stats)
+    return conditional_alphas(all_stats, gamma), sum(st.rounds for st in all_stats)
 
 
 def loopback_rtt_ms(engine: DraftEngine, repeats: int = 20) -> float:

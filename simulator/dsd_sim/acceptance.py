@@ -6,6 +6,7 @@ import json
 import random
 
 from dsd_sim.scenario import Acceptance
+from dsd_spec import survival_probability
 
 MAX_POSITIONS = 33  # gamma <= 32, plus the bonus position of pipelined survival
 
@@ -26,6 +27,8 @@ class AcceptanceModel:
     def __init__(self, alphas: list[float], rng: random.Random) -> None:
         self.alphas = alphas
         self._random = rng.random
+        # survival[gamma]: P(all gamma accepted and the bonus matches), precomputed off the per-round path
+        self.survival = [survival_probability(alphas, g) for g in range(MAX_POSITIONS)]
 
     def accepted(self, gamma: int) -> tuple[int, bool]:
         """(accepted count, whether the bonus token equals the draft's next guess: pipelined survival)."""

@@ -15,7 +15,7 @@ import simpy
 
 from dsd_sim.metrics import Metrics
 from dsd_sim.policies import WindowPolicy
-from dsd_spec import VerifyCostModel
+from dsd_spec import Ema, VerifyCostModel
 
 
 @dataclass(slots=True)
@@ -115,7 +115,7 @@ class DraftDevice:
     def __init__(self, index: int, step_s: float, link: object, window: WindowPolicy) -> None:
         self.index, self.step_s, self.link, self.window = index, step_s, link, window
         self.free_at = 0.0
-        self.wait_s: float | None = None  # smoothed send-to-answer time (the draft-ahead decision)
+        self.wait_s = Ema()  # send-to-answer time, for the draft-ahead decision
 
     def reserve(self, now: float, steps: int) -> float:
         """Books `steps` draft steps after whatever is already booked; returns when they finish."""

@@ -28,7 +28,7 @@ from dsd_sim.entities import DraftDevice, Target
 from dsd_sim.metrics import Metrics
 from dsd_sim.network import ANSWER_BYTES, Link, window_bytes
 from dsd_sim.scenario import Scenario
-from dsd_spec import draft_ahead_pays, survival_probability
+from dsd_spec import draft_ahead_pays
 
 Process = Generator[simpy.Event, Any, None]
 
@@ -134,9 +134,10 @@ def _distributed_rounds(ctx: Context, device: DraftDevice, target: Target, produ
         n, survived = acc.accepted(gamma)
         wasted = 0
         carried = 0
-        ahead = pipelined and gamma and (device.wait_s is None or draft_ahead_pays(
-            survival_probability(acc.alphas, gamma), device.wait_s, gamma, step_s))  # the runtime's rule
-        device.wait_s = wait_s if device.wait_s is None else 0.8 * device.wait_s + 0.2 * wait_s
+        smoothed = device.wait_s.value
+        ahead = pipelined and gamma and (smoothed is None or draft_ahead_pays(
+            acc.survival[gamma], smoothed, gamma, step_s))  # the runtime's rule, on the true acceptance
+        device.wait_s.update(wait_s)
         if ahead:
             drafted = min(gamma + 1, math.ceil(wait_s / step_s))  # the step in progress finishes first
             finish = ready + drafted * step_s

@@ -18,10 +18,10 @@ from dsd_sim import acceptance, processes
 from dsd_sim.entities import DraftDevice, Target
 from dsd_sim.metrics import Metrics
 from dsd_sim.network import Link
-from dsd_sim.policies import WindowPolicy, WindowState, router
+from dsd_sim.policies import WindowPolicy, router
 from dsd_sim.randomness import int_sampler, sampler
 from dsd_sim.scenario import Scenario
-from dsd_spec import VerifyCostModel
+from dsd_spec import VerifyCostModel, WindowEstimator
 
 
 @dataclass
@@ -43,7 +43,7 @@ def verify_model(s: Scenario) -> VerifyCostModel:
     return VerifyCostModel.affine(t.verify_base_ms / 1000, t.verify_per_token_ms / 1000)
 
 
-def _devices(s: Scenario, rng: random.Random, shared: WindowState) -> list[DraftDevice]:
+def _devices(s: Scenario, rng: random.Random, shared: WindowEstimator) -> list[DraftDevice]:
     steps: list[float] = []
     for tier in s.drafts.tiers:
         steps += [tier.step_ms / 1000] * round(tier.fraction * s.drafts.count)
@@ -61,7 +61,7 @@ def run(s: Scenario) -> Result:
     b = s.targets.batching
     targets = [Target(env, i, verify_model(s), b.window_ms / 1000, b.max_batch, b.max_tokens,
                       s.targets.kv_capacity_tokens, metrics) for i in range(s.targets.count)]
-    devices = _devices(s, rng, WindowState())
+    devices = _devices(s, rng, WindowEstimator())
     w = s.workload
     ctx = processes.Context(
         env=env, scenario=s, metrics=metrics, targets=targets, devices=devices,

@@ -32,13 +32,15 @@ from dsd_spec.expectation import (
     optimal_gamma_colocated,
     walltime_factor_colocated,
 )
-from dsd_spec.window import WindowBounds, choose_gamma
+from dsd_spec.window import Ema, WindowBounds, WindowEstimator, choose_gamma
 
 __all__ = [
     "AcceptanceStats",
+    "Ema",
     "RoundCosts",
     "VerifyCostModel",
     "WindowBounds",
+    "WindowEstimator",
     "choose_gamma",
     "draft_ahead_pays",
     "expected_tokens_iid",

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dsd_spec import costs as costs_mod
+from dsd_spec.acceptance import AcceptanceStats
 
 
 @dataclass(frozen=True)
@@ -46,3 +47,56 @@ def choose_gamma(costs: costs_mod.RoundCosts, alpha_by_position: Sequence[float]
     if in_bounds and score(best) <= score(current) * (1.0 + hysteresis):  # type: ignore[arg-type]
         return current  # type: ignore[return-value]
     return best
+
+
+class Ema:
+    """Exponential moving average; `value` is None until the first sample."""
+
+    __slots__ = ("value", "weight")
+
+    def __init__(self, weight: float = 0.2) -> None:
+        self.weight = weight
+        self.value: float | None = None
+
+    def update(self, x: float) -> None:
+        self.value = x if self.value is None else (1 - self.weight) * self.value + self.weight * x
+
+
+class WindowEstimator:
+    """What a draft has measured, and the window decisions that follow from it.
+
+    Shared by the runtime's WindowController (under its lock) and DSD-Sim's window policies, so both decide
+    alike: per-position acceptance, the draft step time, and the send-to-answer wait (network + queueing + verify)
+    per number of positions verified. Waits are known only for windows already used, hence `max_step=1`.
+    """
+
+    def __init__(self, max_positions: int = 33, decay: float = 0.995) -> None:
+        self.acceptance = AcceptanceStats(max_positions=max_positions, decay=decay)
+        self.step_s = Ema()
+        self.wait_s: dict[int, Ema] = {}  # positions verified (gamma + 1) -> smoothed wait
+
+    def observe(self, gamma: int, num_accepted: int, step_s: float | None, wait_s: float) -> None:
+        self.acceptance.observe(gamma, num_accepted)
+        if step_s is not None:
+            self.step_s.update(step_s)
+        ema = self.wait_s.get(gamma + 1)
+        if ema is None:
+            ema = self.wait_s[gamma + 1] = Ema()
+        ema.update(wait_s)
+
+    def best_gamma(self, bounds: WindowBounds, pipelined: bool, current: int) -> int:
+        """The goodput-optimal window within one step of `current`; `current` until something is measured."""
+        if self.step_s.value is None or not self.wait_s:
+            return current
+        points = tuple(sorted((k, e.value) for k, e in self.wait_s.items() if e.value is not None))
+        costs = costs_mod.RoundCosts(self.step_s.value, costs_mod.VerifyCostModel(points), 0.0)
+        alphas = self.acceptance.alpha_by_position(bounds.gamma_max + 1)
+        return choose_gamma(costs, alphas, bounds, pipelined, current, max_step=1)
+
+    def draft_ahead(self, gamma: int) -> bool:
+        """Pipelining: draft while this window's verify is in flight? Yes until there are measurements."""
+        wait = self.wait_s.get(gamma + 1)
+        if not gamma or self.step_s.value is None or wait is None or wait.value is None:
+            return True
+        p = costs_mod.survival_probability(self.acceptance.alpha_by_position(gamma + 1), gamma)
+        return costs_mod.draft_ahead_pays(p, wait.value, gamma, self.step_s.value)

@@ -54,6 +54,17 @@ class CausalLM:
         logits = logits[-keep_last:] if keep_last is not None else logits
         return logits.float().cpu()  # acceptance and sampling run on the CPU: [k, vocab] is small
 
+    def greedy(self, prompt_ids: Sequence[int], n: int) -> list[int]:
+        """The model decoding alone, greedily, with its KV cache: the baseline DSD is compared against."""
+        seq = self.new_sequence()
+        out: list[int] = []
+        logits = self.forward(seq, prompt_ids, keep_last=1)[-1]
+        for _ in range(n):
+            out.append(int(logits.argmax()))
+            if len(out) < n:
+                logits = self.forward(seq, [out[-1]])[-1]
+        return out
+
     @staticmethod
     def rollback(seq: KVSequence, num_tokens: int) -> None:
         """Drops the last `num_tokens` positions from the cache (rejected drafts)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 
 from dsd_runtime.common import models, tokenization
+from dsd_runtime.common.detokenizing import IncrementalText
 from dsd_runtime.draft.client import LinkEmulation, TargetClient
 from dsd_runtime.draft.speculating import GenerationRequest, GenerationStats, Speculator
 from dsd_runtime.draft.windowing import WindowConfig, WindowController
@@ -96,6 +97,7 @@ class DraftEngine:
         gen_req = GenerationRequest(req.prompt_ids, req.max_tokens, req.params,
                                     req.seed if req.seed is not None else secrets.randbits(48), frozenset(eos))
         out_ids: list[int] = []
+        text = IncrementalText(tokenizer)
         emitted = ""
         held = max((len(s) for s in req.stop), default=0)  # hold back text that could start a stop string
         start = time.perf_counter()
@@ -112,20 +114,17 @@ class DraftEngine:
                     finish = "stop"
                     break
                 out_ids.append(tok)
-                text = tokenizer.decode(out_ids, skip_special_tokens=True)
+                current = text.append(tok)  # complete characters only
                 for s in req.stop:
-                    cut = text.find(s)
+                    cut = current.find(s, max(0, len(emitted) - len(s)))
                     if cut != -1:
-                        yield TextChunk(text[len(emitted):cut], "stop")
+                        yield TextChunk(current[len(emitted):cut], "stop")
                         return
-                safe = len(text) - held if held else len(text)
-                if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
-                    safe = min(safe, len(text) - 1)
+                safe = len(current) - held if held else len(current)
                 if safe > len(emitted):
-                    yield TextChunk(text[len(emitted):safe])
-                    emitted = text[:safe]
-            text = tokenizer.decode(out_ids, skip_special_tokens=True)
-            yield TextChunk(text[len(emitted):], finish)
+                    yield TextChunk(current[len(emitted):safe])
+                    emitted = current[:safe]
+            yield TextChunk(text.finish()[len(emitted):], finish)
         finally:
             stats.completion_tokens = len(out_ids)
             self.metrics.active_requests.dec()

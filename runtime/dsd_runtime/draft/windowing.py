@@ -10,15 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, replace
 
-from dsd_spec import (
-    AcceptanceStats,
-    RoundCosts,
-    VerifyCostModel,
-    WindowBounds,
-    choose_gamma,
-    draft_ahead_pays,
-    survival_probability,
-)
+from dsd_spec import WindowBounds, WindowEstimator
 
 POLICIES = ("static", "adaptive")
 
@@ -39,24 +31,13 @@ class WindowConfig:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
 
 
-class _Ema:
-    def __init__(self, weight: float = 0.2) -> None:
-        self.weight = weight
-        self.value: float | None = None
-
-    def update(self, x: float) -> None:
-        self.value = x if self.value is None else (1 - self.weight) * self.value + self.weight * x
-
-
 class WindowController:
     """Shared by all requests of a draft server: statistics pool across requests."""
 
     def __init__(self, config: WindowConfig) -> None:
         self._config = config
         self._lock = threading.Lock()
-        self.stats = AcceptanceStats(max_positions=32, decay=0.995)
-        self._draft_step = _Ema()
-        self._round_trip: dict[int, _Ema] = {}
+        self.estimator = WindowEstimator()
         self._current = config.gamma
 
     @property
@@ -75,20 +56,12 @@ class WindowController:
 
     def observe(self, gamma: int, num_accepted: int, draft_step_s: float | None, round_trip_s: float) -> None:
         with self._lock:
-            self.stats.observe(gamma, num_accepted)
-            if draft_step_s is not None:
-                self._draft_step.update(draft_step_s)
-            self._round_trip.setdefault(gamma + 1, _Ema()).update(round_trip_s)
+            self.estimator.observe(gamma, num_accepted, draft_step_s, round_trip_s)
 
     def draft_ahead(self, gamma: int) -> bool:
-        """Pipelined mode: draft while this round's verify is in flight? (dsd_spec.draft_ahead_pays on the
-        measured survival probability, round trip and step time; yes until there are measurements.)"""
+        """Pipelined mode: draft while this round's verify is in flight? (dsd_spec.draft_ahead_pays)"""
         with self._lock:
-            wait = self._round_trip.get(gamma + 1)
-            if not gamma or self._draft_step.value is None or wait is None or wait.value is None:
-                return True
-            p = survival_probability(self.stats.alpha_by_position(gamma + 1), gamma)
-            return draft_ahead_pays(p, wait.value, gamma, self._draft_step.value)
+            return self.estimator.draft_ahead(gamma)
 
     def next_gamma(self) -> int:
         with self._lock:
@@ -96,11 +69,6 @@ class WindowController:
             if cfg.policy == "static":
                 self._current = cfg.gamma
                 return self._current
-            if self._draft_step.value is None or not self._round_trip:  # adaptive, nothing measured yet
-                return self._current
-            points = tuple(sorted((k, e.value) for k, e in self._round_trip.items() if e.value is not None))
-            costs = RoundCosts(self._draft_step.value, VerifyCostModel(points), rtt_s=0.0)
-            self._current = choose_gamma(costs, self.stats.alpha_by_position(cfg.gamma_max + 1),
-                                         WindowBounds(cfg.gamma_min, cfg.gamma_max), cfg.pipelined,
-                                         current=self._current, max_step=1)
+            self._current = self.estimator.best_gamma(WindowBounds(cfg.gamma_min, cfg.gamma_max), cfg.pipelined,
+                                                      self._current)
             return self._current
