@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from typing import Any
 
 import pydantic
@@ -25,6 +26,7 @@ from dsd_operator.planning import children, placing, statuses
 log = logging.getLogger(__name__)
 RECONCILES = Counter("dsd_operator_reconciles", "Reconciles of DSDDeployments", ["namespace", "name"])
 DSD_API_VERSION = f"{api.GROUP}/{api.VERSION}"
+EDGE_NODES_TTL_S = 2.0
 
 
 def _without_replicas(deployment: Manifest) -> Manifest:
@@ -49,6 +51,8 @@ class Reconciler:
         self.cluster = cluster
         self._locks: collections.defaultdict[tuple[str, str], threading.Lock] = collections.defaultdict(
             threading.Lock)
+        self._nodes_lock = threading.Lock()
+        self._edge_count: tuple[float, int] | None = None  # (when counted, edge nodes)
 
     def reconcile(self, namespace: str, name: str) -> None:
         try:
@@ -117,10 +121,17 @@ class Reconciler:
         return applied
 
     def _edge_nodes(self, spec: api.DSDDeploymentSpec) -> int | None:
+        """Edge nodes in the cluster; one node list serves every reconcile for EDGE_NODES_TTL_S (a resync of
+        many resources would otherwise list all nodes once per resource)."""
         if not placing.uses_default_draft_affinity(spec):
             return None
-        nodes = self.cluster.list("v1", "Node")
-        return sum(1 for n in nodes if placing.is_edge_node(n["metadata"].get("labels") or {}))
+        now = time.monotonic()
+        with self._nodes_lock:
+            if self._edge_count is None or now - self._edge_count[0] > EDGE_NODES_TTL_S:
+                nodes = self.cluster.list("v1", "Node")
+                self._edge_count = (now, sum(1 for n in nodes if placing.is_edge_node(
+                    n["metadata"].get("labels") or {})))
+            return self._edge_count[1]
 
     def _update_status(self, cr: Manifest, owner: children.Owner, spec: api.DSDDeploymentSpec,
                        replicas: dict[str, int], deployments: dict[str, Manifest]) -> None:
