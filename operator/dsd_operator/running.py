@@ -13,7 +13,9 @@ from dsd_operator.settings import OperatorSettings
 
 def run(settings: OperatorSettings) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from dsd_operator.handlers import watching  # noqa: F401  (registers the handlers)
+    from dsd_operator.handlers import watching  # registers the handlers
+
+    watching.use_settings(settings)
 
     if settings.log_level != "DEBUG":  # kopf logs every handler run at INFO: thousands of lines per hour
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -6,8 +6,8 @@ operator can be stopped and restarted at any time and deleting a resource never 
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import threading
 from typing import Any
 
 import kopf
@@ -36,30 +36,38 @@ def _load_kube_config() -> client.ApiClient:
     return client.ApiClient()
 
 
+def use_settings(own: OperatorSettings) -> None:
+    """The settings `dsd operator run` was given (flags over environment); the startup handler applies them."""
+    _state["settings"] = own
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    own = OperatorSettings()
+    own: OperatorSettings = _state.get("settings") or OperatorSettings()
     settings.peering.standalone = True  # one replica (Recreate strategy); no peering objects to manage
     settings.posting.enabled = False  # we post our own Events, one per decision
     settings.execution.max_workers = own.workers
     settings.watching.server_timeout = 300
     _state["reconciler"] = Reconciler(Cluster(_load_kube_config()))
-    _state["resync"] = asyncio.get_running_loop().create_task(_resync_forever(own.resync_s, own.namespaces))
+    # The resync makes blocking API calls: a thread beside kopf's event loop, like its sync handlers.
+    stop_event = threading.Event()
+    thread = threading.Thread(target=_resync_forever, args=(own.resync_s, own.namespaces, stop_event),
+                              name="dsd-resync", daemon=True)
+    _state["resync"] = (stop_event, thread)
+    thread.start()
 
 
 @kopf.on.cleanup()
 async def stop(**_: Any) -> None:
-    task = _state.pop("resync", None)
-    if task is not None:
-        task.cancel()
+    resync = _state.pop("resync", None)
+    if resync is not None:
+        resync[0].set()
 
 
-async def _resync_forever(interval_s: float, namespaces: list[str]) -> None:
-    loop = asyncio.get_running_loop()
-    while True:
-        await asyncio.sleep(interval_s)
+def _resync_forever(interval_s: float, namespaces: list[str], stop_event: threading.Event) -> None:
+    while not stop_event.wait(interval_s):
         try:
-            await loop.run_in_executor(None, _resync_all, namespaces)
+            _resync_all(namespaces)
         except Exception:  # a failed resync must not end the loop; the next one retries
             log.exception("periodic resync failed")
 
