@@ -11,16 +11,20 @@ class DsdError(Exception):
     grpc_code = grpc.StatusCode.INTERNAL
     http_status = 500
     openai_type = "server_error"
+    openai_code = "internal_error"
 
 
 class InvalidRequest(DsdError):
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
     http_status = 400
     openai_type = "invalid_request_error"
+    openai_code = "invalid_value"
 
-    def __init__(self, message: str, param: str | None = None) -> None:
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.param = param
+        if code is not None:
+            self.openai_code = code
 
 
 class Overloaded(DsdError):
@@ -28,6 +32,8 @@ class Overloaded(DsdError):
 
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
     http_status = 429
+    openai_type = "rate_limit_error"
+    openai_code = "rate_limit_exceeded"
 
 
 class TargetUnavailable(DsdError):
@@ -35,6 +41,7 @@ class TargetUnavailable(DsdError):
 
     grpc_code = grpc.StatusCode.UNAVAILABLE
     http_status = 503
+    openai_code = "service_unavailable"
 
 
 class IncompatibleModels(DsdError):
@@ -47,4 +54,10 @@ class IncompatibleModels(DsdError):
 class ModelNotFound(DsdError):
     grpc_code = grpc.StatusCode.NOT_FOUND
     http_status = 404
+    openai_type = "invalid_request_error"
+    openai_code = "model_not_found"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 

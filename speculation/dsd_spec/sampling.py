@@ -7,6 +7,14 @@ p and q are distributions AFTER the same temperature / top-k / top-p transforms 
 call from here. A draft that proposed greedily (or by lookup) is a point mass q = delta(x_i): accept with
 probability p_i(x_i); the residual is p with x_i removed.
 
+Coupled sampling (the default of DSD's own drafts): every position k of a request has its own Gumbel noise
+G_k, drawn from (seed, k) alone. The target's token at k is argmax(log p_k + G_k) (the Gumbel-max trick: an
+exact sample of p_k), and the draft proposes argmax(log q_k + G_k) with the same noise, a point mass. The
+target accepts while the draft token equals its own, so the output is a function of (seed, target) only:
+identical to the target decoding alone under that seed, whatever the window, pipelining or draft. The
+acceptance is the Gumbel coupling's, at least (1 - TV)/(1 + TV) of p and q (TV: total variation) and 1 when
+p == q (Lee et al., "Towards drafter-invariant speculative decoding", arXiv 2408.07978).
+
 This is the only module of dsd_spec that imports torch.
 """
 
@@ -16,26 +24,30 @@ from dataclasses import dataclass
 
 import torch
 
+# Below this temperature a request is greedy: logits / 1e-40 overflow to inf and softmax gives NaN, and no
+# sampler can tell T = 1e-6 from argmax on float32 logits anyway (vLLM uses the same cut-off).
+GREEDY_TEMPERATURE = 1e-5
+
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """temperature 0 = greedy. top_k 0 = off. top_p 1.0 = off."""
+    """temperature 0 (or below GREEDY_TEMPERATURE) = greedy. top_k 0 = off. top_p 1.0 = off."""
 
     temperature: float = 0.0
     top_k: int = 0
     top_p: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
+        if not self.temperature >= 0:  # also NaN
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
+        if not 0.0 < self.top_p <= 1.0:  # also NaN
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        return self.temperature < GREEDY_TEMPERATURE
 
 
 @dataclass(frozen=True)
@@ -118,3 +130,29 @@ def verify_rejection(target_probs: torch.Tensor, draft_tokens: torch.Tensor,
             residual = target_probs[i]
         return Verdict(num_accepted=i, next_token=sample(residual, generator))
     return Verdict(num_accepted=gamma, next_token=sample(target_probs[gamma], generator))
+
+
+def sample_coupled(probs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Gumbel-max sample(s): argmax(log probs + noise). probs: [..., vocab], noise: [..., vocab] -> [...] ids.
+
+    Tokens with probability 0 (cut by top-k/top-p) get log 0 = -inf and are never chosen.
+    """
+    return (torch.log(probs.double()) + noise.double()).argmax(dim=-1)
+
+
+def verify_coupled(target_probs: torch.Tensor, draft_tokens: torch.Tensor, noise: torch.Tensor) -> Verdict:
+    """Drafter-invariant verification: accept while x_i equals the target's own coupled sample y_i.
+
+    target_probs: [gamma + 1, vocab] p_1..p_{gamma+1}, warped. draft_tokens: [gamma].
+    noise:        [gamma + 1, vocab] the Gumbel noise of those positions (the same the draft used).
+    y_i = argmax(log p_i + G_i) is an exact sample of p_i, and the emitted tokens are y_1..y_{n+1}, so the
+    output never depends on what was drafted; greedy is the same rule with zero noise.
+    """
+    gamma = draft_tokens.shape[0]
+    if target_probs.shape[0] != gamma + 1 or noise.shape != target_probs.shape:
+        raise ValueError(f"need gamma+1={gamma + 1} target rows and noise of the same shape, got "
+                         f"{tuple(target_probs.shape)} and {tuple(noise.shape)}")
+    y = sample_coupled(target_probs, noise)  # [gamma + 1]
+    mismatch = (y[:gamma] != draft_tokens).nonzero()
+    n = int(mismatch[0].item()) if mismatch.numel() else gamma
+    return Verdict(num_accepted=n, next_token=int(y[n].item()))

@@ -1,78 +1,63 @@
 """The OpenAI-compatible HTTP API of a draft server (FastAPI).
 
-/v1/completions, /v1/chat/completions (streaming via SSE or not), /v1/models, /healthz, /readyz, /metrics.
-Errors use OpenAI's body {"error": {"message", "type", "param", "code"}}; a client that disconnects
-mid-stream cancels its generation (and the target session is closed).
+/v1/completions, /v1/chat/completions (streamed as SSE or not; n choices per prompt, run concurrently),
+/v1/models, /healthz, /readyz, /metrics, /openapi.json. Ready (/readyz, /v1/models) exactly while a request can
+be served: the engine's `ready` event, kept true to the target by draft.monitoring. A client that disconnects
+cancels its generations, streamed or not, and their target sessions are closed. Errors: api.errors.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from dsd_runtime.api import errors, responses
+from dsd_runtime.api.responses import Envelope
 from dsd_runtime.api.schemas import ChatCompletionRequest, CompletionRequest
-from dsd_runtime.draft.engine import DraftEngine, TextRequest
+from dsd_runtime.common import seeding
+from dsd_runtime.draft.engine import Completion, DraftEngine, TextRequest
 from dsd_runtime.draft.speculating import Cancelled, GenerationStats
-from dsd_runtime.errors import DsdError, InvalidRequest, TargetUnavailable
+from dsd_runtime.errors import InvalidRequest, ModelNotFound, TargetUnavailable
 from dsd_spec.sampling import SamplingParams
 
 DEFAULT_MAX_TOKENS = 256
-RETRY_AFTER_S = "2"
+ROUTES = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/models"})
 
 
-def _error(status: int, message: str, err_type: str, param: str | None = None,
-           headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": err_type, "param": param, "code": None}}
-    return JSONResponse(body, status_code=status, headers=headers)
+@dataclass(frozen=True)
+class Choice:
+    """One generation of a response: its index, request and the text an echo puts before it."""
+
+    index: int
+    request: TextRequest
+    prefix: str = ""
 
 
-def _error_from(e: DsdError) -> JSONResponse:
-    headers = {"Retry-After": RETRY_AFTER_S} if isinstance(e, TargetUnavailable) else None
-    return _error(e.http_status, str(e), e.openai_type, getattr(e, "param", None), headers)
+def create_app(engine: DraftEngine, max_body_bytes: int = errors.MAX_BODY_BYTES) -> FastAPI:
+    app = FastAPI(title="DSD draft server", description="OpenAI-compatible API of a DSD draft server",
+                  docs_url=None, redoc_url=None)
+    errors.install(app)
+    app.add_middleware(errors.GuardMiddleware, requests=engine.metrics.requests, routes=ROUTES,
+                       max_body_bytes=max_body_bytes)
+    api = _Api(engine)
 
+    @app.get("/healthz", response_class=PlainTextResponse)
+    async def healthz() -> str:
+        return "ok"
 
-def create_app(engine: DraftEngine) -> FastAPI:
-    app = FastAPI(title="DSD draft server", docs_url=None, redoc_url=None)
-    metrics = engine.metrics
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
-        loc = [str(p) for p in first["loc"] if p != "body"]
-        param = ".".join(loc) or None
-        if first.get("type") == "json_invalid":
-            return _error(400, f"malformed JSON body: {first['msg']}", "invalid_request_error")
-        return _error(400, f"invalid parameter {param}: {first['msg']}", "invalid_request_error", param)
-
-    @app.exception_handler(DsdError)
-    async def _dsd(request: Request, exc: DsdError) -> JSONResponse:
-        return _error_from(exc)
-
-    @app.middleware("http")
-    async def _count(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        if request.url.path.startswith("/v1/"):
-            metrics.requests.labels(endpoint=request.url.path, code=str(response.status_code)).inc()
-        return response
-
-    @app.get("/healthz")
-    async def healthz() -> PlainTextResponse:
-        return PlainTextResponse("ok")
-
-    @app.get("/readyz")
-    async def readyz() -> PlainTextResponse:
+    @app.get("/readyz", response_class=PlainTextResponse)
+    async def readyz() -> Response:
         if not engine.ready.is_set():
-            return PlainTextResponse("target not connected", status_code=503)
+            return PlainTextResponse("not ready: not connected to a serving target", status_code=503)
         return PlainTextResponse("ok")
 
     @app.get("/metrics")
@@ -81,112 +66,191 @@ def create_app(engine: DraftEngine) -> FastAPI:
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
+        api.require_ready()
         return {"object": "list", "data": [{"id": engine.model_name, "object": "model", "created": 0,
                                             "owned_by": "dsd"}]}
 
-    def _text_request(body: CompletionRequest | ChatCompletionRequest, prompt_ids: list[int],
-                      max_tokens: int | None) -> TextRequest:
-        if body.model is not None and body.model != engine.model_name:
-            raise InvalidRequest(f"model {body.model!r} is not served here; this server serves "
-                                 f"{engine.model_name!r}", "model")
-        if any(not 0 <= t < engine.draft.lm.vocab_size for t in prompt_ids):
-            raise InvalidRequest("prompt contains token ids outside the vocabulary", "prompt")
-        n = max_tokens or min(DEFAULT_MAX_TOKENS, max(1, engine.target_max_context - len(prompt_ids)))
-        engine.check_length(len(prompt_ids), n)
-        given, defaults = body.model_fields_set, engine.sampling_defaults
-        params = SamplingParams(
-            temperature=body.temperature if "temperature" in given else defaults.temperature,
-            top_k=body.top_k if "top_k" in given else defaults.top_k,
-            top_p=body.top_p if "top_p" in given else defaults.top_p)
-        return TextRequest(prompt_ids, n, params, body.seed, body.stop_strings())
-
-    async def _respond(req: TextRequest, request: Request, stream: bool, chat: bool) -> Response:
-        if not engine.ready.is_set():
-            raise TargetUnavailable("draft server is not connected to its target yet")
-        rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-        created = int(time.time())
-        if not stream:
-            cancel = threading.Event()
-            try:
-                done = await asyncio.to_thread(engine.complete, req, cancel)
-            finally:
-                cancel.set()
-            usage = {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
-                     "total_tokens": done.prompt_tokens + done.completion_tokens}
-            choice: dict[str, Any] = {"index": 0, "finish_reason": done.finish_reason, "logprobs": None}
-            if chat:
-                choice["message"] = {"role": "assistant", "content": done.text}
-            else:
-                choice["text"] = done.text
-            return JSONResponse({"id": rid, "object": "chat.completion" if chat else "text_completion",
-                                 "created": created, "model": engine.model_name, "choices": [choice],
-                                 "usage": usage})
-        return StreamingResponse(_sse(req, request, rid, created, chat), media_type="text/event-stream")
-
-    async def _sse(req: TextRequest, request: Request, rid: str, created: int, chat: bool) -> AsyncIterator[str]:
-        cancel = threading.Event()
-        stats = GenerationStats()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-
-        def produce() -> None:
-            try:
-                for chunk in engine.stream(req, cancel, stats):
-                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
-            except Cancelled:
-                pass
-            except Exception as e:  # surfaced to the client as an error event
-                loop.call_soon_threadsafe(queue.put_nowait, e)
-            loop.call_soon_threadsafe(queue.put_nowait, None)
-
-        worker = threading.Thread(target=produce, name=f"gen-{rid}", daemon=True)
-        worker.start()
-        obj = "chat.completion.chunk" if chat else "text_completion"
-        try:
-            if chat:
-                yield _event(rid, obj, created, engine.model_name, {"delta": {"role": "assistant", "content": ""}})
-            while True:
-                item = await queue.get()
-                if item is None:
-                    break
-                if isinstance(item, Exception):
-                    err = item if isinstance(item, DsdError) else DsdError(str(item))
-                    yield f"data: {json.dumps({'error': {'message': str(err), 'type': err.openai_type}})}\n\n"
-                    break
-                choice = {"delta": {"content": item.text}} if chat else {"text": item.text}
-                yield _event(rid, obj, created, engine.model_name, choice, item.finish_reason)
-                if await request.is_disconnected():
-                    break
-            usage = {"prompt_tokens": len(req.prompt_ids), "completion_tokens": stats.completion_tokens,
-                     "total_tokens": len(req.prompt_ids) + stats.completion_tokens}
-            yield f"data: {json.dumps({'id': rid, 'object': obj, 'created': created, 'model': engine.model_name, 'choices': [], 'usage': usage})}\n\n"  # noqa: E501
-            yield "data: [DONE]\n\n"
-        finally:
-            cancel.set()  # client gone or stream finished: stop generating, close the target session
-
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request) -> Response:
-        tok = engine.draft.tokenizer
-        ids = list(body.prompt) if isinstance(body.prompt, list) else tok(body.prompt)["input_ids"]
-        if not ids:
-            raise InvalidRequest("prompt is empty after tokenization", "prompt")
-        return await _respond(_text_request(body, ids, body.max_tokens), request, body.stream, chat=False)
+        return await api.respond(api.completion_choices(body), body, request, chat=False)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-        tok = engine.draft.tokenizer
-        messages = [m.model_dump() for m in body.messages]
-        ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
-        if isinstance(ids, dict):
-            ids = ids["input_ids"]
-        max_tokens = body.max_completion_tokens or body.max_tokens
-        return await _respond(_text_request(body, list(ids), max_tokens), request, body.stream, chat=True)
+        return await api.respond(api.chat_choices(body), body, request, chat=True)
 
     return app
 
 
-def _event(rid: str, obj: str, created: int, model: str, choice: dict[str, Any],
-           finish_reason: str | None = None) -> str:
-    payload = {"id": rid, "object": obj, "created": created, "model": model,
-               "choices": [{"index": 0, "finish_reason": finish_reason, "logprobs": None, **choice}]}
-    return f"data: {json.dumps(payload)}\n\n"
+class _Api:
+    """Turns validated bodies into engine requests and engine output into OpenAI responses."""
+
+    def __init__(self, engine: DraftEngine) -> None:
+        self.engine = engine
+
+    def require_ready(self) -> None:
+        if not self.engine.ready.is_set():
+            raise TargetUnavailable("draft server is not connected to a serving target")
+
+    def token_text(self, token_id: int) -> str:
+        return str(self.engine.draft.tokenizer.decode([token_id]))
+
+    # ---- requests
+
+    def completion_choices(self, body: CompletionRequest) -> list[Choice]:
+        tok = self.engine.draft.tokenizer
+        choices = []
+        for prompt in body.prompts():
+            ids = list(prompt) if isinstance(prompt, list) else list(tok(prompt)["input_ids"])
+            if not ids:
+                raise InvalidRequest("prompt is empty after tokenization", "prompt")
+            prefix = "" if not body.echo else prompt if isinstance(prompt, str) else tok.decode(ids)
+            for req in self._requests(body, ids, body.max_tokens, logprobs=body.logprobs is not None,
+                                      top_logprobs=body.logprobs or 0, first_index=len(choices)):
+                choices.append(Choice(len(choices), req, prefix))
+        return choices
+
+    def chat_choices(self, body: ChatCompletionRequest) -> list[Choice]:
+        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        try:
+            ids = self.engine.chat_prompt(messages)
+        except Exception as e:  # the template's own checks (role order, ...) raise from Jinja
+            raise InvalidRequest(f"messages cannot be rendered by the model's chat template: {e}",
+                                 "messages") from None
+        reqs = self._requests(body, ids, body.output_limit, logprobs=body.logprobs,
+                              top_logprobs=body.top_logprobs or 0, first_index=0)
+        return [Choice(i, r) for i, r in enumerate(reqs)]
+
+    def _requests(self, body: CompletionRequest | ChatCompletionRequest, prompt_ids: list[int],
+                  max_tokens: int | None, logprobs: bool, top_logprobs: int, first_index: int) -> list[TextRequest]:
+        engine = self.engine
+        if body.model is not None and body.model != engine.model_name:
+            raise ModelNotFound(f"model {body.model!r} does not exist here; this server serves "
+                                f"{engine.model_name!r}", "model")
+        vocab = engine.draft.lm.vocab_size
+        if any(not 0 <= t < vocab for t in prompt_ids):
+            raise InvalidRequest(f"prompt contains token ids outside the vocabulary [0, {vocab})", "prompt")
+        n = max_tokens or min(DEFAULT_MAX_TOKENS, max(1, engine.target_max_context - len(prompt_ids)))
+        engine.check_length(len(prompt_ids), n)
+        given, defaults = body.model_fields_set, engine.sampling_defaults
+        params = SamplingParams(
+            temperature=body.temperature if "temperature" in given and body.temperature is not None
+            else defaults.temperature,
+            top_k=body.top_k if "top_k" in given and body.top_k is not None else defaults.top_k,
+            top_p=body.top_p if "top_p" in given and body.top_p is not None else defaults.top_p)
+        stops = body.stop_strings()
+        return [TextRequest(prompt_ids, n, params, _choice_seed(body.seed, first_index + i), stops, logprobs,
+                            top_logprobs)
+                for i in range(body.n)]
+
+    # ---- responses
+
+    async def respond(self, choices: list[Choice], body: CompletionRequest | ChatCompletionRequest,
+                      request: Request, chat: bool) -> Response:
+        self.require_ready()
+        env = Envelope(f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}",
+                       "chat.completion" if chat else "text_completion", int(time.time()), self.engine.model_name,
+                       chat)
+        wants_logprobs = choices[0].request.logprobs
+        if body.stream:
+            chunk_env = Envelope(env.id, "chat.completion.chunk" if chat else "text_completion", env.created,
+                                 env.model, chat)
+            usage_n = body.n if body.include_usage else 0
+            return StreamingResponse(self._stream(choices, chunk_env, wants_logprobs, usage_n),
+                                     media_type="text/event-stream")
+        done = await self._complete_all(choices, request)
+        if done is None:  # the client went away: nobody reads this
+            return Response(status_code=499)
+        bodies = [responses.choice(env, c.index, c.prefix + d.text, d.finish_reason,
+                                   responses.logprobs_field(env, wants_logprobs, d.logprobs, self.token_text,
+                                                            len(c.prefix)))
+                  for c, d in zip(choices, done, strict=True)]
+        return JSONResponse(env.body(bodies, usage=responses.usage(
+            _prompt_tokens(choices, body.n), sum(d.completion_tokens for d in done))))
+
+    async def _complete_all(self, choices: list[Choice], request: Request) -> list[Completion] | None:
+        """All choices concurrently; None if the client disconnects first (every generation is cancelled)."""
+        cancels = [threading.Event() for _ in choices]
+        work = asyncio.ensure_future(asyncio.gather(*[
+            asyncio.to_thread(self.engine.complete, c.request, cancel) for c, cancel in zip(choices, cancels,
+                                                                                            strict=True)]))
+        work.add_done_callback(_retrieve)
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for cancel in cancels:
+                cancel.set()  # no-op for finished generations; stops the rest
+            gone.cancel()
+        return work.result() if work.done() else None
+
+    async def _stream(self, choices: list[Choice], env: Envelope, wants_logprobs: bool,
+                      usage_n: int) -> AsyncIterator[str]:
+        """SSE chunks; with usage_n (= n, when stream_options.include_usage) a final usage chunk."""
+        include_usage = usage_n > 0
+        cancel = threading.Event()
+        queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        stats = [GenerationStats() for _ in choices]
+        extra = {"usage": None} if include_usage else {}
+
+        def produce(c: Choice) -> None:
+            try:
+                for chunk in self.engine.stream(c.request, cancel, stats[c.index]):
+                    loop.call_soon_threadsafe(queue.put_nowait, (c.index, chunk))
+            except Cancelled:
+                pass
+            except Exception as e:  # surfaced to the client as an error event
+                loop.call_soon_threadsafe(queue.put_nowait, (c.index, e))
+            loop.call_soon_threadsafe(queue.put_nowait, (c.index, None))
+
+        for c in choices:
+            threading.Thread(target=produce, args=(c,), name=f"gen-{env.id}-{c.index}", daemon=True).start()
+        try:
+            for c in choices:
+                first = c.prefix if c.prefix else ("" if env.chat else None)
+                if first is not None:
+                    yield responses.sse(env.body([responses.chunk_choice(env, c.index, first, None, None,
+                                                                         role=True)], **extra))
+            offsets = [len(c.prefix) for c in choices]
+            running = len(choices)
+            while running:
+                index, item = await queue.get()
+                if item is None:
+                    running -= 1
+                    continue
+                if isinstance(item, BaseException):
+                    yield responses.sse(errors.stream_error(item))
+                    break
+                lp = responses.logprobs_field(env, wants_logprobs, item.logprobs, self.token_text, offsets[index])
+                offsets[index] += len(item.text)
+                yield responses.sse(env.body([responses.chunk_choice(env, index, item.text, item.finish_reason,
+                                                                     lp)], **extra))
+            if include_usage:
+                yield responses.sse(env.body([], usage=responses.usage(
+                    _prompt_tokens(choices, usage_n), sum(s.completion_tokens for s in stats))))
+            yield responses.SSE_DONE
+        finally:
+            cancel.set()  # client gone or stream finished: stop generating, close the target sessions
+
+
+def _choice_seed(seed: int | None, index: int) -> int | None:
+    """Choice 0 keeps the request's seed (n=1 and n>1 agree on it); the others get seeds derived from it."""
+    if seed is None or index == 0:
+        return seed
+    return int(seeding.position_generator(seed, index, "choice").initial_seed())
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client closes its connection (the body has been read, so only a disconnect is left)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # a cancelled generation's Cancelled is expected: mark it retrieved
+
+
+def _prompt_tokens(choices: list[Choice], n: int) -> int:
+    """Each prompt counts once, however many choices it has (choices are prompt-major, n per prompt)."""
+    return sum(len(c.request.prompt_ids) for c in choices[::n])

@@ -46,6 +46,19 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     tokenizer_fingerprint: str
 
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """Every id that ends a generation: the generation config's (an int or a list) and the tokenizer's."""
+        config = self.lm.model.generation_config.eos_token_id
+        ids = config if isinstance(config, list) else [config]
+        ids = [*ids, self.tokenizer.eos_token_id]
+        return sorted({int(t) for t in ids if t is not None})
+
+    @property
+    def chat_template(self) -> str:
+        template = self.tokenizer.chat_template
+        return template if isinstance(template, str) else ""
+
 
 def _smollm2_gguf() -> Path:
     # find_spec locates the package without importing it (its __init__ imports the `llm` CLI we don't need).

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from dsd_runtime.common import models, tokenization
 from dsd_runtime.common.detokenizing import IncrementalText
+from dsd_runtime.common.proto import dsd_pb2
 from dsd_runtime.draft.client import LinkEmulation, TargetClient
 from dsd_runtime.draft.speculating import GenerationRequest, GenerationStats, Speculator
 from dsd_runtime.draft.windowing import WindowConfig, WindowController
@@ -31,12 +32,16 @@ class TextRequest:
     params: SamplingParams
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 @dataclass
 class TextChunk:
     text: str
     finish_reason: str | None = None
+    # One per output token whose text this chunk completes (with TextRequest.logprobs).
+    logprobs: list[dsd_pb2.TokenLogprob] = field(default_factory=list)
 
 
 @dataclass
@@ -47,6 +52,7 @@ class Completion:
     finish_reason: str
     stats: GenerationStats
     seconds: float
+    logprobs: list[dsd_pb2.TokenLogprob] = field(default_factory=list)
 
 
 class DraftEngine:
@@ -63,21 +69,37 @@ class DraftEngine:
         self.target_name = ""
         self.target_max_context = draft.lm.max_context
         self.served_model_name = served_model_name
-        self.ready = threading.Event()
+        self.ready = threading.Event()  # set while the target is connected and SERVING (see TargetMonitor)
         # Used for parameters a request omits (OpenAI's defaults until the runtime config sets others).
         self.sampling_defaults = SamplingParams(temperature=1.0)
+        # The target's, once connected: generation stops at any of these ids; chat uses its template.
+        self.eos_token_ids = frozenset(draft.eos_token_ids)
+        self.chat_template = draft.chat_template
 
     def set_sampling_defaults(self, params: SamplingParams) -> None:
         self.sampling_defaults = params
 
     def connect(self, timeout_s: float = 60.0) -> None:
-        """Waits for the target, then refuses an incompatible pair (different tokenizers)."""
+        """Waits for the target, then refuses an incompatible pair (different tokenizers); ready afterwards."""
+        self.handshake(timeout_s)
+        self.ready.set()
+
+    def handshake(self, timeout_s: float) -> None:
+        """Reads the target's identity (context, EOS ids, chat template) and checks the pair is compatible."""
         info = self.client.info(timeout_s)
         tokenization.check_compatible(self.draft.name, self.draft.tokenizer_fingerprint, self.draft.lm.vocab_size,
                                       info.model_name, info.tokenizer_fingerprint, info.vocab_size)
         self.target_name = info.model_name
         self.target_max_context = min(info.max_context, self.draft.lm.max_context)
-        self.ready.set()
+        self.eos_token_ids = frozenset(info.eos_token_ids) or frozenset(self.draft.eos_token_ids)
+        self.chat_template = info.chat_template or self.draft.chat_template
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of `messages` under the target's chat template, ready for the assistant's answer."""
+        tok = self.draft.tokenizer
+        ids = tok.apply_chat_template(messages, chat_template=self.chat_template or None,
+                                      add_generation_prompt=True, tokenize=True, return_dict=False)
+        return list(ids["input_ids"] if isinstance(ids, dict) else ids)
 
     @property
     def model_name(self) -> str:
@@ -93,9 +115,12 @@ class DraftEngine:
         """Yields text deltas; the last chunk carries the finish reason ('stop' or 'length')."""
         self.check_length(len(req.prompt_ids), req.max_tokens)
         tokenizer = self.draft.tokenizer
-        eos = {t for t in (tokenizer.eos_token_id,) if t is not None}
+        eos = self.eos_token_ids
         gen_req = GenerationRequest(req.prompt_ids, req.max_tokens, req.params,
-                                    req.seed if req.seed is not None else secrets.randbits(48), frozenset(eos))
+                                    req.seed if req.seed is not None else secrets.randbits(48), eos,
+                                    req.logprobs, req.top_logprobs)
+        logprobs: list[dsd_pb2.TokenLogprob] = []
+        sent_logprobs = 0  # logprobs[:sent_logprobs] went out with earlier chunks
         out_ids: list[int] = []
         text = IncrementalText(tokenizer)
         emitted = ""
@@ -105,7 +130,7 @@ class DraftEngine:
         finish = "length"
         self.metrics.active_requests.inc()
         try:
-            for tok in self.speculator.generate(gen_req, cancel, stats):
+            for tok in self.speculator.generate(gen_req, cancel, stats, logprobs):
                 now = time.perf_counter()
                 (self.metrics.ttft if not out_ids else self.metrics.itl).observe(now - last)
                 last = now
@@ -118,13 +143,15 @@ class DraftEngine:
                 for s in req.stop:
                     cut = current.find(s, max(0, len(emitted) - len(s)))
                     if cut != -1:
-                        yield TextChunk(current[len(emitted):cut], "stop")
+                        yield TextChunk(current[len(emitted):cut], "stop", logprobs[sent_logprobs:len(out_ids)])
                         return
                 safe = len(current) - held if held else len(current)
                 if safe > len(emitted):
-                    yield TextChunk(current[len(emitted):safe])
+                    yield TextChunk(current[len(emitted):safe], None, logprobs[sent_logprobs:len(out_ids)])
+                    sent_logprobs = len(out_ids)
                     emitted = current[:safe]
-            yield TextChunk(text.finish()[len(emitted):], finish)
+            # One logprob per completion token: a final EOS token is not part of the text, nor of its logprobs.
+            yield TextChunk(text.finish()[len(emitted):], finish, logprobs[sent_logprobs:len(out_ids)])
         finally:
             stats.completion_tokens = len(out_ids)
             self.metrics.active_requests.dec()
@@ -133,11 +160,13 @@ class DraftEngine:
         stats = GenerationStats()
         start = time.perf_counter()
         parts, finish = [], "length"
+        logprobs: list[dsd_pb2.TokenLogprob] = []
         for chunk in self.stream(req, cancel or threading.Event(), stats):
             parts.append(chunk.text)
+            logprobs.extend(chunk.logprobs)
             finish = chunk.finish_reason or finish
         return Completion("".join(parts), len(req.prompt_ids), stats.completion_tokens,
-                          finish, stats, time.perf_counter() - start)
+                          finish, stats, time.perf_counter() - start, logprobs)
 
     def close(self) -> None:
         self.client.close()

@@ -1,7 +1,10 @@
 """Proposing draft tokens with a KV-cached small model.
 
 The proposer keeps one KV cache per request and reconciles it with whatever sequence it is asked to extend
-(rolling back rejected speculation), so blocking and pipelined loops share one primitive.
+(rolling back rejected speculation), so blocking and pipelined loops share one primitive. When sampling it
+proposes with the coupled rule (dsd_spec.sampling): argmax(log q_k + G_k) with the same per-position Gumbel
+noise G_k as the target, a point mass, so no draft distribution crosses the network and the output under a
+seed is the target's own whatever the window.
 """
 
 from __future__ import annotations
@@ -9,22 +12,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import torch
-
 from dsd_runtime.common import seeding
 from dsd_runtime.common.lm import CausalLM
 from dsd_spec import sampling
 from dsd_spec.sampling import SamplingParams
 
-# The draft truncates its own q to this many tokens before sampling: exact (the target corrects any q, as
-# long as the draft really sampled from the q it sends) and keeps each window's payload small.
-DRAFT_SUPPORT_TOP_K = 64
-
 
 @dataclass(frozen=True)
 class Proposal:
     token: int
-    support: tuple[list[int], list[float]] | None  # sparse q; None = point mass (greedy)
     seconds: float
 
 
@@ -60,18 +56,7 @@ class Proposer:
         logits = self.model.forward(self.seq, new, keep_last=1)[-1]  # [vocab]
         self.fed.extend(new)
         if self.params.greedy:
-            token = int(logits.argmax())
-            return Proposal(token, None, time.perf_counter() - start)
-        q = sampling.warp(logits, self.params)
-        if q.shape[-1] > DRAFT_SUPPORT_TOP_K:
-            top = torch.topk(q, DRAFT_SUPPORT_TOP_K)
-            ids, probs = top.indices, top.values
-            probs = probs / probs.sum()
-        else:
-            ids = torch.arange(q.shape[-1])
-            probs = q
-        keep = probs > 0
-        ids, probs = ids[keep], probs[keep]
-        gen = seeding.position_generator(self.seed, len(tokens), "draft")
-        pick = int(torch.multinomial(probs, 1, generator=gen))
-        return Proposal(int(ids[pick]), (ids.tolist(), probs.tolist()), time.perf_counter() - start)
+            return Proposal(int(logits.argmax()), time.perf_counter() - start)
+        q = sampling.warp(logits, self.params)  # [vocab]
+        noise = seeding.gumbel_noise(self.seed, len(tokens), 1, q.shape[-1])[0]  # position of the new token
+        return Proposal(int(sampling.sample_coupled(q, noise)), time.perf_counter() - start)

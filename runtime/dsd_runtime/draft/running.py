@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 import torch
@@ -14,22 +13,11 @@ from dsd_runtime.common import models
 from dsd_runtime.draft.client import LinkEmulation
 from dsd_runtime.draft.control import ConfigWatcher, start_control_server
 from dsd_runtime.draft.engine import DraftEngine
+from dsd_runtime.draft.monitoring import TargetMonitor
 from dsd_runtime.draft.windowing import WindowConfig
 from dsd_runtime.errors import DsdError, IncompatibleModels
 
 log = logging.getLogger(__name__)
-
-
-def _connect_forever(engine: DraftEngine, failed: list[BaseException]) -> None:
-    """Retries until the target answers; an incompatible pair is fatal (recorded for the caller)."""
-    while not engine.ready.is_set():
-        try:
-            engine.connect(timeout_s=10.0)
-        except IncompatibleModels as e:
-            failed.append(e)
-            return
-        except DsdError as e:
-            log.warning("target not reachable yet: %s", e)
 
 
 def run_draft(model_ref: str, target: str, host: str, port: int, control_port: int, window: WindowConfig,
@@ -39,14 +27,15 @@ def run_draft(model_ref: str, target: str, host: str, port: int, control_port: i
         torch.set_num_threads(threads)
     draft = models.load(model_ref, models.DTYPES[dtype], device)
     engine = DraftEngine(draft, target, window, link, target_deadline_s)
-    # Fail fast on an incompatible pair when the target is already up; otherwise keep retrying in background.
-    failed: list[BaseException] = []
+    # Fail fast on an incompatible pair when the target is already up; then follow the target's health.
     try:
-        engine.connect(timeout_s=5.0)
+        engine.handshake(timeout_s=5.0)
     except IncompatibleModels:
         raise
-    except DsdError:
-        threading.Thread(target=_connect_forever, args=(engine, failed), daemon=True).start()
+    except DsdError as e:
+        log.warning("target not reachable yet: %s", e)
+    monitor = TargetMonitor(engine)
+    monitor.start()
     control, bound = start_control_server(engine.window, f"{host}:{control_port}")
     watcher = None
     if config_file is not None:
@@ -60,7 +49,8 @@ def run_draft(model_ref: str, target: str, host: str, port: int, control_port: i
     finally:
         if watcher:
             watcher.stop()
+        monitor.stop()
         control.stop(2)
         engine.close()
-    if failed:
-        raise failed[0]
+    if monitor.failure is not None:
+        raise monitor.failure

@@ -31,6 +31,8 @@ class GenerationRequest:
     params: SamplingParams = field(default_factory=SamplingParams)
     seed: int = 0
     stop_token_ids: frozenset[int] = frozenset()
+    logprobs: bool = False  # ask the target for each emitted token's logprob (+ top_logprobs alternatives)
+    top_logprobs: int = 0
 
 
 @dataclass
@@ -70,8 +72,12 @@ class Speculator:
         self.metrics = metrics
 
     def generate(self, req: GenerationRequest, cancel: threading.Event | None = None,
-                 stats: GenerationStats | None = None) -> Iterator[int]:
-        """Yields output tokens as they are committed (never more than max_tokens; stops after a stop token)."""
+                 stats: GenerationStats | None = None,
+                 logprobs: list[dsd_pb2.TokenLogprob] | None = None) -> Iterator[int]:
+        """Yields output tokens as they are committed (never more than max_tokens; stops after a stop token).
+
+        With `req.logprobs`, each token's TokenLogprob is appended to `logprobs` before the token is yielded.
+        """
         if not req.prompt_ids:
             raise InvalidRequest("the prompt is empty", "prompt")
         stats = stats if stats is not None else GenerationStats()
@@ -131,8 +137,10 @@ class Speculator:
                 stats.draft_steps += len(extra)
                 stats.draft_seconds += sum(p.seconds for p in extra)
                 committed.extend(new_tokens)
-                for tok in new_tokens:
+                for i, tok in enumerate(new_tokens):
                     produced += 1
+                    if logprobs is not None and req.logprobs:
+                        logprobs.append(response.logprobs[i])
                     yield tok
                     if tok in req.stop_token_ids or produced >= req.max_tokens:
                         return
@@ -142,13 +150,12 @@ class Speculator:
     @staticmethod
     def _request(session_id: str, committed: list[int], window: list[Proposal], req: GenerationRequest,
                  with_context: bool) -> dsd_pb2.VerifyRequest:
-        probs = [dsd_pb2.DraftDistribution(token_ids=p.support[0], probs=p.support[1])
-                 for p in window if p.support is not None]
         return dsd_pb2.VerifyRequest(
             session_id=session_id, committed_len=len(committed), context=committed if with_context else [],
-            draft_tokens=[p.token for p in window], draft_probs=probs,
-            sampling=dsd_pb2.SamplingParams(temperature=req.params.temperature, top_k=req.params.top_k,
-                                            top_p=req.params.top_p, seed=req.seed),
+            draft_tokens=[p.token for p in window],
+            sampling=dsd_pb2.SamplingParams(temperature=0.0 if req.params.greedy else req.params.temperature,
+                                            top_k=req.params.top_k, top_p=req.params.top_p, seed=req.seed),
+            logprobs=req.logprobs, top_logprobs=req.top_logprobs,
         )
 
     def _account(self, stats: GenerationStats, gamma: int, n: int, round_trip_s: float) -> None:

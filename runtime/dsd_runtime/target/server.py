@@ -20,11 +20,11 @@ from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
 from dsd_runtime.errors import DsdError, Overloaded
 from dsd_runtime.metrics import TargetMetrics
 from dsd_runtime.target.sessions import SessionStore
-from dsd_runtime.target.verifying import Verifier, VerifyInput
+from dsd_runtime.target.verifying import Verifier, VerifyInput, VerifyOutput
 from dsd_spec.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
-SERVICE_NAME = "dsd.v1.Target"
+SERVICE_NAME = dsd_pb2.DESCRIPTOR.services_by_name["Target"].full_name
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,13 @@ def _input_from(req: dsd_pb2.VerifyRequest) -> VerifyInput:
         session_id=req.session_id, committed_len=req.committed_len, context=list(req.context),
         draft_tokens=list(req.draft_tokens),
         draft_probs=[(list(d.token_ids), list(d.probs)) for d in req.draft_probs],
-        params=params, seed=s.seed,
+        params=params, seed=s.seed, logprobs=req.logprobs, top_logprobs=req.top_logprobs,
     )
+
+
+def _logprobs_to_proto(out: VerifyOutput) -> list[dsd_pb2.TokenLogprob]:
+    return [dsd_pb2.TokenLogprob(token_id=lp.token_id, logprob=lp.logprob, top_token_ids=[t for t, _ in lp.top],
+                                 top_logprobs=[v for _, v in lp.top]) for lp in out.logprobs]
 
 
 class TargetServicer(dsd_pb2_grpc.TargetServicer):
@@ -82,7 +87,7 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
         self._observe(request, out.seconds, self.verifier.reprefills - reprefills_before)
         return dsd_pb2.VerifyResponse(need_context=out.need_context, num_accepted=out.num_accepted,
                                       next_token=out.next_token, verify_seconds=out.seconds,
-                                      reprefilled=out.reprefilled)
+                                      reprefilled=out.reprefilled, logprobs=_logprobs_to_proto(out))
 
     def _observe(self, request: dsd_pb2.VerifyRequest, seconds: float, reprefills: int) -> None:
         if seconds:
@@ -111,7 +116,8 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
         return dsd_pb2.InfoResponse(
             model_name=self.model.name, vocab_size=self.model.lm.vocab_size,
             tokenizer_fingerprint=self.model.tokenizer_fingerprint, max_context=self.model.lm.max_context,
-            max_window=self.settings.max_window,
+            max_window=self.settings.max_window, eos_token_ids=self.model.eos_token_ids,
+            chat_template=self.model.chat_template,
         )
 
 

@@ -49,13 +49,17 @@ class SessionStore:
     def remove(self, session_id: str) -> bool:
         return self._sessions.pop(session_id, None) is not None
 
-    def admit(self, session: Session, tokens_needed: int) -> None:
-        """Makes room for `session` growing to `tokens_needed` cached tokens (evicting LRU), then stores it."""
+    def check_admissible(self, tokens_needed: int) -> None:
+        """Refuses, before any compute, a session that could never fit."""
         if tokens_needed > self.max_cached_tokens:
             raise Overloaded(
                 f"session needs {tokens_needed} cached tokens but this target holds at most "
                 f"{self.max_cached_tokens} (--max-cached-tokens)"
             )
+
+    def admit(self, session: Session, tokens_needed: int) -> None:
+        """Makes room for `session` growing to `tokens_needed` cached tokens (evicting LRU), then stores it."""
+        self.check_admissible(tokens_needed)
         self._sessions.pop(session.session_id, None)
         self.evict_idle()
         while self._sessions and (len(self._sessions) >= self.max_sessions

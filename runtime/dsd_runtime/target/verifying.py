@@ -1,6 +1,7 @@
 """One verification round on the target: validate, (re-)prefill if needed, forward, accept, roll back.
 
-Called by the gRPC servicer under the compute lock; calls the shared rules in dsd_spec.sampling.
+Called by the gRPC servicer under the compute lock; calls the shared rules in dsd_spec.sampling: greedy,
+coupled sampling (point-mass drafts, the default) or rejection sampling (drafts that send their q).
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ class VerifyInput:
     draft_probs: list[tuple[list[int], list[float]]]
     params: SamplingParams
     seed: int
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()  # (token id, logprob), most likely first
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,10 @@ class VerifyOutput:
     next_token: int = 0
     reprefilled: bool = False
     seconds: float = 0.0
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit for chat `top_logprobs`
 
 
 class Verifier:
@@ -68,6 +82,8 @@ class Verifier:
             raise InvalidRequest(
                 f"sequence would reach {end} tokens, beyond the target's context of {self.model.max_context}",
                 "committed_len")
+        if req.top_logprobs > MAX_TOP_LOGPROBS:
+            raise InvalidRequest(f"top_logprobs is {req.top_logprobs}, at most {MAX_TOP_LOGPROBS}", "top_logprobs")
         if req.draft_probs:
             self._validate_probs(req)
 
@@ -80,52 +96,80 @@ class Verifier:
             if len(ids) != len(probs) or not ids:
                 raise InvalidRequest(f"draft_probs[{i}]: token_ids and probs differ in length or are empty",
                                      "draft_probs")
-            if any(not 0 <= t < self.model.vocab_size for t in ids) or any(p < 0 for p in probs):
-                raise InvalidRequest(f"draft_probs[{i}]: token id outside the vocabulary or negative prob",
-                                     "draft_probs")
-            if abs(sum(probs) - 1.0) > 1e-3:
+            if any(not 0 <= t < self.model.vocab_size for t in ids) or not all(0 <= p <= 1 for p in probs):
+                raise InvalidRequest(f"draft_probs[{i}]: token id outside the vocabulary, or a probability "
+                                     "outside [0, 1] (NaN included)", "draft_probs")
+            if len(set(ids)) != len(ids):
+                raise InvalidRequest(f"draft_probs[{i}]: a token id appears twice", "draft_probs")
+            if not abs(sum(probs) - 1.0) <= 1e-3:
                 raise InvalidRequest(f"draft_probs[{i}] sums to {sum(probs):.6f}, not 1", "draft_probs")
             if tok not in ids:
                 raise InvalidRequest(f"draft token {tok} at position {i} is outside its own distribution",
                                      "draft_probs")
 
-    def _prefill(self, req: VerifyInput) -> Session:
-        seq = self.model.new_sequence()
-        session = Session(req.session_id, seq, req.committed_len, req.context[-1])
-        self.store.admit(session, req.committed_len + len(req.draft_tokens))
-        self.reprefills += 1
-        return session
-
     def verify(self, req: VerifyInput) -> VerifyOutput:
+        """Transactional: the session changes only after the whole round succeeded (a retry is safe)."""
         self.validate(req)
         start = time.perf_counter()
         session = self.store.get(req.session_id)
-        reprefilled = False
-        if session is None or session.committed_len != req.committed_len:
-            if not req.context:
-                return VerifyOutput(need_context=True)
-            session = self._prefill(req)
-            reprefilled = True
-        else:
-            self.store.reserve(session, len(req.draft_tokens) + 1)
+        reprefilled = session is None or session.committed_len != req.committed_len
+        if reprefilled and not req.context:
+            return VerifyOutput(need_context=True)
         gamma = len(req.draft_tokens)
-        # A (re-)prefill runs the whole context and the window in ONE forward pass; otherwise the pending token
-        # (last round's recovered/bonus token, not yet in the cache) and the window.
-        fed = [*req.context, *req.draft_tokens] if reprefilled else [session.pending_token, *req.draft_tokens]
-        logits = self.model.forward(session.seq, fed, keep_last=gamma + 1)  # [gamma+1, V]
-        drafts = torch.tensor(req.draft_tokens, dtype=torch.long)
-        if req.params.greedy:
-            verdict = sampling.verify_greedy(logits, drafts)
+        if reprefilled:
+            seq = self.model.new_sequence()
+            self.store.check_admissible(req.committed_len + gamma)
+            # A (re-)prefill runs the whole context and the window in ONE forward pass.
+            fed = [*req.context, *req.draft_tokens]
         else:
-            probs = sampling.warp(logits, req.params)
-            q = self._dense_draft_probs(req) if req.draft_probs else None
-            gen = seeding.position_generator(req.seed, req.committed_len, "target")
-            verdict = sampling.verify_rejection(probs, drafts, q, gen)
-        CausalLM.rollback(session.seq, gamma - verdict.num_accepted)
-        session.committed_len += verdict.num_accepted + 1
+            assert session is not None
+            self.store.reserve(session, gamma + 1)
+            seq = session.seq
+            # The pending token (last round's recovered/bonus token, not yet in the cache) and the window.
+            fed = [session.pending_token, *req.draft_tokens]
+        length_before = seq.length
+        try:
+            logits = self.model.forward(seq, fed, keep_last=gamma + 1)  # [gamma+1, V]
+            verdict = self._accept(req, logits)
+            logprobs = self._logprobs(req, logits, verdict) if req.logprobs else ()
+        except BaseException:
+            if not reprefilled:  # leave the session's cache as it was before this round
+                CausalLM.rollback(seq, seq.length - length_before)
+            raise
+        CausalLM.rollback(seq, gamma - verdict.num_accepted)
+        if reprefilled:
+            session = Session(req.session_id, seq, req.committed_len, req.context[-1])
+            self.store.admit(session, req.committed_len + gamma)
+            self.reprefills += 1
+        assert session is not None
+        session.committed_len = req.committed_len + verdict.num_accepted + 1
         session.pending_token = verdict.next_token
         return VerifyOutput(False, verdict.num_accepted, verdict.next_token, reprefilled,
-                            time.perf_counter() - start)
+                            time.perf_counter() - start, logprobs)
+
+    def _accept(self, req: VerifyInput, logits: torch.Tensor) -> sampling.Verdict:
+        drafts = torch.tensor(req.draft_tokens, dtype=torch.long)
+        if req.params.greedy:
+            return sampling.verify_greedy(logits, drafts)
+        probs = sampling.warp(logits, req.params)
+        if req.draft_probs:  # an independently sampling draft sent its q: classical rejection sampling
+            gen = seeding.position_generator(req.seed, req.committed_len, "target")
+            return sampling.verify_rejection(probs, drafts, self._dense_draft_probs(req), gen)
+        noise = seeding.gumbel_noise(req.seed, req.committed_len, len(req.draft_tokens) + 1, self.model.vocab_size)
+        return sampling.verify_coupled(probs, drafts, noise)
+
+    @staticmethod
+    def _logprobs(req: VerifyInput, logits: torch.Tensor, verdict: sampling.Verdict) -> tuple[TokenLogprob, ...]:
+        n = verdict.num_accepted
+        emitted = [*req.draft_tokens[:n], verdict.next_token]
+        logp = torch.log_softmax(logits[: n + 1].float(), dim=-1)  # [n+1, V] raw distribution
+        chosen = logp.gather(1, torch.tensor(emitted).unsqueeze(1)).squeeze(1).tolist()
+        tops: list[tuple[tuple[int, float], ...]] = [()] * (n + 1)
+        if req.top_logprobs:
+            top = torch.topk(logp, req.top_logprobs, dim=-1)
+            tops = [tuple(zip(ids, vals, strict=True))
+                    for ids, vals in zip(top.indices.tolist(), top.values.tolist(), strict=True)]
+        return tuple(TokenLogprob(t, lp, top) for t, lp, top in zip(emitted, chosen, tops, strict=True))
 
     def _dense_draft_probs(self, req: VerifyInput) -> torch.Tensor:
         q = torch.zeros(len(req.draft_probs), self.model.vocab_size)  # [gamma, vocab]

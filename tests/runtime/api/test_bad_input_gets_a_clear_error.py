@@ -22,7 +22,6 @@ from tests.runtime.api.conftest import run_api
         ({"prompt": "hi", "seed": -1}, "seed"),
         ({"max_tokens": 3}, "prompt"),
         ({"prompt": "", "max_tokens": 3}, "prompt"),
-        ({"prompt": "hi", "model": "gpt-4"}, "model"),
         ({"prompt": [1, 2, 999999]}, "prompt"),
         ({"prompt": "hi", "max_tokens": 100000}, "max_tokens"),
     ],
@@ -34,6 +33,13 @@ def test_bad_completion_parameters_are_400_naming_the_parameter(api, body, param
     assert err["param"] == param
     assert err["type"] == "invalid_request_error"
     assert err["message"]
+
+
+def test_unknown_model_is_404_model_not_found(api):
+    r = httpx.post(f"{api.base_url}/v1/completions", json={"prompt": "hi", "model": "gpt-4"}, timeout=10)
+    assert r.status_code == 404, r.text
+    assert r.json()["error"] == {"message": "model 'gpt-4' does not exist here; this server serves 'tiny'",
+                                 "type": "invalid_request_error", "param": "model", "code": "model_not_found"}
 
 
 def test_context_overflow_names_the_limit(api):

@@ -1,0 +1,93 @@
+"""OpenAI response bodies and stream chunks for completions and chat, logprobs included.
+
+Pure formatting: `api.app` passes the engine's text, finish reasons and TokenLogprobs; this module decides
+their JSON shape (completions: tokens/token_logprobs/top_logprobs/text_offset; chat: content[] entries with
+token, logprob, bytes, top_logprobs).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dsd_runtime.common.proto import dsd_pb2
+
+TokenText = Callable[[int], str]
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The fields every body and chunk of one response repeats."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    chat: bool
+
+    def body(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return {"id": self.id, "object": self.object, "created": self.created, "model": self.model,
+                "choices": choices, **extra}
+
+
+def completion_logprobs(entries: Sequence[dsd_pb2.TokenLogprob], text_of: TokenText,
+                        start_offset: int = 0) -> dict[str, Any]:
+    tokens = [text_of(e.token_id) for e in entries]
+    offsets, at = [], start_offset
+    for t in tokens:
+        offsets.append(at)
+        at += len(t)
+    return {"tokens": tokens, "token_logprobs": [e.logprob for e in entries],
+            "top_logprobs": [{text_of(t): v for t, v in zip(e.top_token_ids, e.top_logprobs, strict=True)}
+                             for e in entries],
+            "text_offset": offsets}
+
+
+def chat_logprobs(entries: Sequence[dsd_pb2.TokenLogprob], text_of: TokenText) -> dict[str, Any]:
+    def item(token_id: int, logprob: float) -> dict[str, Any]:
+        text = text_of(token_id)
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+    content = [{**item(e.token_id, e.logprob),
+                "top_logprobs": [item(t, v) for t, v in zip(e.top_token_ids, e.top_logprobs, strict=True)]}
+               for e in entries]
+    return {"content": content, "refusal": None}
+
+
+def logprobs_field(env: Envelope, wanted: bool, entries: Sequence[dsd_pb2.TokenLogprob], text_of: TokenText,
+                   start_offset: int = 0) -> dict[str, Any] | None:
+    if not wanted:
+        return None
+    return chat_logprobs(entries, text_of) if env.chat else completion_logprobs(entries, text_of, start_offset)
+
+
+def choice(env: Envelope, index: int, text: str, finish_reason: str | None,
+           logprobs: dict[str, Any] | None) -> dict[str, Any]:
+    if env.chat:
+        return {"index": index, "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": logprobs, "finish_reason": finish_reason}
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
+
+
+def chunk_choice(env: Envelope, index: int, text: str | None, finish_reason: str | None,
+                 logprobs: dict[str, Any] | None, role: bool = False) -> dict[str, Any]:
+    if env.chat:
+        delta: dict[str, Any] = {"role": "assistant"} if role else {}
+        if text is not None:
+            delta["content"] = text
+        return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
+    return {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish_reason}
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+SSE_DONE = "data: [DONE]\n\n"

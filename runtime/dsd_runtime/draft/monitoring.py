@@ -1,0 +1,66 @@
+"""Keeps a draft's readiness true to its target: ready exactly while the target is connected and SERVING.
+
+A background thread connects (Info + tokenizer compatibility), then follows the target's standard gRPC health
+service with a Watch stream: NOT_SERVING (graceful shutdown) or a broken stream (target lost) clears the
+engine's `ready` event at once, so /readyz and /v1/models stop advertising a server that cannot answer; when
+the target is back the thread reconnects and sets it again. Started by `dsd draft` and `dsd serve`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from dsd_runtime.common.proto import dsd_pb2
+from dsd_runtime.draft.engine import DraftEngine
+from dsd_runtime.errors import DsdError, IncompatibleModels
+
+log = logging.getLogger(__name__)
+TARGET_SERVICE = dsd_pb2.DESCRIPTOR.services_by_name["Target"].full_name
+RETRY_S = 0.5  # between reconnection attempts; each attempt itself waits up to connect_timeout_s
+
+
+class TargetMonitor(threading.Thread):
+    def __init__(self, engine: DraftEngine, connect_timeout_s: float = 10.0) -> None:
+        super().__init__(name="dsd-target-monitor", daemon=True)
+        self.engine = engine
+        self.connect_timeout_s = connect_timeout_s
+        self.failure: IncompatibleModels | None = None  # fatal: the pair can never work
+        self._stop = threading.Event()
+        self._call: grpc.Future | None = None
+        self._health = health_pb2_grpc.HealthStub(engine.client.channel)
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.engine.handshake(self.connect_timeout_s)  # again after each loss: it may be a new target
+                self._follow_health()
+            except IncompatibleModels as e:
+                self.failure = e
+                self.engine.ready.clear()
+                log.error("%s", e)
+                return
+            except (DsdError, grpc.RpcError) as e:
+                if self.engine.ready.is_set():
+                    log.warning("target lost: %s", e)
+                self.engine.ready.clear()
+            self._stop.wait(RETRY_S)
+
+    def _follow_health(self) -> None:
+        call = self._health.Watch(health_pb2.HealthCheckRequest(service=TARGET_SERVICE), wait_for_ready=True)
+        self._call = call
+        for update in call:
+            if update.status == health_pb2.HealthCheckResponse.SERVING:
+                self.engine.ready.set()
+            else:
+                self.engine.ready.clear()
+                log.warning("target is %s", health_pb2.HealthCheckResponse.ServingStatus.Name(update.status))
+        self.engine.ready.clear()  # the server ended the stream
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._call is not None:
+            self._call.cancel()
