@@ -86,13 +86,11 @@ class _Api:
 
     def __init__(self, engine: DraftEngine) -> None:
         self.engine = engine
+        self.texts = responses.TokenTexts(engine.draft.tokenizer)
 
     def require_ready(self) -> None:
         if not self.engine.ready.is_set():
             raise TargetUnavailable("draft server is not connected to a serving target")
-
-    def token_text(self, token_id: int) -> str:
-        return str(self.engine.draft.tokenizer.decode([token_id]))
 
     # ---- requests
 
@@ -161,7 +159,7 @@ class _Api:
         if done is None:  # the client went away: nobody reads this
             return Response(status_code=499)
         bodies = [responses.choice(env, c.index, c.prefix + d.text, d.finish_reason,
-                                   responses.logprobs_field(env, wants_logprobs, d.logprobs, self.token_text,
+                                   responses.logprobs_field(env, wants_logprobs, d.logprobs, self.texts,
                                                             len(c.prefix)))
                   for c, d in zip(choices, done, strict=True)]
         return JSONResponse(env.body(bodies, usage=responses.usage(
@@ -221,7 +219,7 @@ class _Api:
                 if isinstance(item, BaseException):
                     yield responses.sse(errors.stream_error(item))
                     break
-                lp = responses.logprobs_field(env, wants_logprobs, item.logprobs, self.token_text, offsets[index])
+                lp = responses.logprobs_field(env, wants_logprobs, item.logprobs, self.texts, offsets[index])
                 offsets[index] += len(item.text)
                 yield responses.sse(env.body([responses.chunk_choice(env, index, item.text, item.finish_reason,
                                                                      lp)], **extra))

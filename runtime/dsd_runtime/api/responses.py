@@ -17,6 +17,38 @@ from dsd_runtime.common.proto import dsd_pb2
 TokenText = Callable[[int], str]
 
 
+def _byte_level_alphabet() -> dict[str, int]:
+    """The inverse of byte-level BPE's byte -> printable character table (GPT-2's, used by Llama 3, SmolLM2)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[chr(b)] = b
+        else:
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
+
+
+class TokenTexts:
+    """Per-token text and raw bytes for logprobs (a byte-level token can be part of one UTF-8 character: its
+    text is then U+FFFD, while its bytes are exact, which is why OpenAI's format carries both)."""
+
+    _ALPHABET = _byte_level_alphabet()
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def text(self, token_id: int) -> str:
+        return str(self.tokenizer.decode([token_id]))
+
+    def bytes(self, token_id: int) -> bytes:
+        piece = self.tokenizer.convert_ids_to_tokens(token_id)
+        if isinstance(piece, str) and piece and all(c in self._ALPHABET for c in piece):
+            return bytes(self._ALPHABET[c] for c in piece)
+        return self.text(token_id).encode("utf-8")
+
+
 @dataclass(frozen=True)
 class Envelope:
     """The fields every body and chunk of one response repeats."""
@@ -32,23 +64,30 @@ class Envelope:
                 "choices": choices, **extra}
 
 
-def completion_logprobs(entries: Sequence[dsd_pb2.TokenLogprob], text_of: TokenText,
+def completion_logprobs(entries: Sequence[dsd_pb2.TokenLogprob], texts: TokenTexts,
                         start_offset: int = 0) -> dict[str, Any]:
+    text_of = texts.text
     tokens = [text_of(e.token_id) for e in entries]
     offsets, at = [], start_offset
     for t in tokens:
         offsets.append(at)
         at += len(t)
     return {"tokens": tokens, "token_logprobs": [e.logprob for e in entries],
-            "top_logprobs": [{text_of(t): v for t, v in zip(e.top_token_ids, e.top_logprobs, strict=True)}
-                             for e in entries],
-            "text_offset": offsets}
+            "top_logprobs": [_by_text(e, text_of) for e in entries], "text_offset": offsets}
 
 
-def chat_logprobs(entries: Sequence[dsd_pb2.TokenLogprob], text_of: TokenText) -> dict[str, Any]:
+def _by_text(entry: dsd_pb2.TokenLogprob, text_of: TokenText) -> dict[str, float]:
+    """The completions format keys alternatives by text: two byte tokens can share one ('\ufffd'); the more
+    likely (listed first) keeps the key."""
+    top: dict[str, float] = {}
+    for t, v in zip(entry.top_token_ids, entry.top_logprobs, strict=True):
+        top.setdefault(text_of(t), v)
+    return top
+
+
+def chat_logprobs(entries: Sequence[dsd_pb2.TokenLogprob], texts: TokenTexts) -> dict[str, Any]:
     def item(token_id: int, logprob: float) -> dict[str, Any]:
-        text = text_of(token_id)
-        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+        return {"token": texts.text(token_id), "logprob": logprob, "bytes": list(texts.bytes(token_id))}
 
     content = [{**item(e.token_id, e.logprob),
                 "top_logprobs": [item(t, v) for t, v in zip(e.top_token_ids, e.top_logprobs, strict=True)]}
@@ -56,11 +95,11 @@ def chat_logprobs(entries: Sequence[dsd_pb2.TokenLogprob], text_of: TokenText) -
     return {"content": content, "refusal": None}
 
 
-def logprobs_field(env: Envelope, wanted: bool, entries: Sequence[dsd_pb2.TokenLogprob], text_of: TokenText,
+def logprobs_field(env: Envelope, wanted: bool, entries: Sequence[dsd_pb2.TokenLogprob], texts: TokenTexts,
                    start_offset: int = 0) -> dict[str, Any] | None:
     if not wanted:
         return None
-    return chat_logprobs(entries, text_of) if env.chat else completion_logprobs(entries, text_of, start_offset)
+    return chat_logprobs(entries, texts) if env.chat else completion_logprobs(entries, texts, start_offset)
 
 
 def choice(env: Envelope, index: int, text: str, finish_reason: str | None,

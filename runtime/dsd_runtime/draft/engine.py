@@ -109,7 +109,7 @@ class DraftEngine:
         if prompt_tokens + max_tokens > self.target_max_context:
             raise InvalidRequest(
                 f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the model's context "
-                f"length of {self.target_max_context} tokens", "max_tokens")
+                f"length of {self.target_max_context} tokens", "max_tokens", "context_length_exceeded")
 
     def stream(self, req: TextRequest, cancel: threading.Event, stats: GenerationStats) -> Iterator[TextChunk]:
         """Yields text deltas; the last chunk carries the finish reason ('stop' or 'length')."""
