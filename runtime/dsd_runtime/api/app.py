@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dsd_runtime.api import errors, responses
 from dsd_runtime.api.responses import Envelope
-from dsd_runtime.api.schemas import ChatCompletionRequest, CompletionRequest
+from dsd_runtime.api.schemas import ERROR_RESPONSES, ChatCompletionRequest, CompletionRequest
 from dsd_runtime.common import seeding
 from dsd_runtime.draft.engine import Completion, DraftEngine, TextRequest
 from dsd_runtime.draft.speculating import Cancelled, GenerationStats
@@ -64,17 +64,17 @@ def create_app(engine: DraftEngine, max_body_bytes: int = errors.MAX_BODY_BYTES)
     async def prometheus() -> Response:
         return Response(generate_latest(engine.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses={503: ERROR_RESPONSES[503]})
     async def list_models() -> dict[str, Any]:
         api.require_ready()
         return {"object": "list", "data": [{"id": engine.model_name, "object": "model", "created": 0,
                                             "owned_by": "dsd"}]}
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", responses=ERROR_RESPONSES)
     async def completions(body: CompletionRequest, request: Request) -> Response:
         return await api.respond(api.completion_choices(body), body, request, chat=False)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=ERROR_RESPONSES)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         return await api.respond(api.chat_choices(body), body, request, chat=True)
 

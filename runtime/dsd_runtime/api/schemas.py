@@ -217,3 +217,23 @@ class ChatCompletionRequest(_Common):
     @property
     def output_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body, which every 4xx/5xx of this API has."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": what} for status, what in (
+        (400, "Invalid or unsupported parameter (`param` names it)"), (404, "Unknown model"),
+        (413, "Request body too large"), (429, "Target over capacity (Retry-After)"),
+        (500, "Internal error"), (503, "Not connected to a serving target (Retry-After)"))}

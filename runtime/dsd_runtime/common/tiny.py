@@ -46,7 +46,7 @@ def tiny_config(vocab_size: int, hidden: int = 64, layers: int = 2, max_position
 
 def build_tiny_model(out_dir: Path, seed: int, hidden: int = 64, layers: int = 2,
                      dtype: torch.dtype = torch.float64, base: Path | None = None,
-                     perturb: float = 0.0) -> Path:
+                     perturb: float = 0.0, max_positions: int = 512) -> Path:
     """Writes a tiny Llama + tokenizer to `out_dir` and returns it.
 
     `base` + `perturb`: start from another tiny model's weights and add N(0, perturb) noise to its output
@@ -61,7 +61,7 @@ def build_tiny_model(out_dir: Path, seed: int, hidden: int = 64, layers: int = 2
             head.add_(torch.randn(head.shape, generator=gen, dtype=head.dtype) * perturb)
     else:
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(tiny_config(len(tokenizer), hidden, layers)).to(dtype)
+        model = LlamaForCausalLM(tiny_config(len(tokenizer), hidden, layers, max_positions)).to(dtype)
         with torch.no_grad():
             for p in model.parameters():
                 if p.dim() > 1:
