@@ -43,7 +43,7 @@ class TargetMonitor(threading.Thread):
                 self.engine.ready.clear()
                 log.error("%s", e)
                 return
-            except (DsdError, grpc.RpcError) as e:
+            except (DsdError, grpc.RpcError, ValueError) as e:  # ValueError: the channel was closed
                 if self.engine.ready.is_set():
                     log.warning("target lost: %s", e)
                 self.engine.ready.clear()
@@ -60,7 +60,9 @@ class TargetMonitor(threading.Thread):
                 log.warning("target is %s", health_pb2.HealthCheckResponse.ServingStatus.Name(update.status))
         self.engine.ready.clear()  # the server ended the stream
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 15.0) -> None:
         self._stop.set()
         if self._call is not None:
             self._call.cancel()
+        if self.is_alive():
+            self.join(timeout_s)

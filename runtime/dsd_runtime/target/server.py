@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = dsd_pb2.DESCRIPTOR.services_by_name["Target"].full_name
 
 
+class DeadlinePassed(DsdError):
+    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 @dataclass(frozen=True)
 class TargetSettings:
     max_sessions: int = 64
@@ -74,12 +78,15 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
         try:
             with self._compute:
                 if not context.is_active():  # the caller's deadline passed or it cancelled while queued
-                    self.metrics.requests_by_code.labels(code="CANCELLED").inc()
-                    context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while queued")
+                    raise DeadlinePassed("deadline passed while queued")
                 reprefills_before = self.verifier.reprefills
                 out = self.verifier.verify(_input_from(request))
         except DsdError as e:
             return self._fail(context, e)
+        except Exception:  # a bug or a device failure: INTERNAL with no internals; the session is unchanged
+            log.exception("verify round of session %s failed", request.session_id)
+            return self._fail(context, DsdError("internal error while verifying; the session is unchanged, "
+                                                "a retry is safe"))
         finally:
             with self._pending_lock:
                 self._pending -= 1

@@ -133,8 +133,11 @@ class Verifier:
             verdict = self._accept(req, logits)
             logprobs = self._logprobs(req, logits, verdict) if req.logprobs else ()
         except BaseException:
-            if not reprefilled:  # leave the session's cache as it was before this round
-                CausalLM.rollback(seq, seq.length - length_before)
+            if not reprefilled:
+                if seq.length > length_before:  # the forward pass completed: undo exactly what it added
+                    CausalLM.rollback(seq, seq.length - length_before)
+                else:  # it failed midway and may have left some layers' KV: the draft will re-prefill
+                    self.store.remove(req.session_id)
             raise
         CausalLM.rollback(seq, gamma - verdict.num_accepted)
         if reprefilled:
