@@ -29,12 +29,12 @@ class TargetMonitor(threading.Thread):
         self.engine = engine
         self.connect_timeout_s = connect_timeout_s
         self.failure: IncompatibleModels | None = None  # fatal: the pair can never work
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self._call: grpc.Future | None = None
         self._health = health_pb2_grpc.HealthStub(engine.client.channel)
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 self.engine.handshake(self.connect_timeout_s)  # again after each loss: it may be a new target
                 self._follow_health()
@@ -47,7 +47,7 @@ class TargetMonitor(threading.Thread):
                 if self.engine.ready.is_set():
                     log.warning("target lost: %s", e)
                 self.engine.ready.clear()
-            self._stop.wait(RETRY_S)
+            self._stopping.wait(RETRY_S)
 
     def _follow_health(self) -> None:
         call = self._health.Watch(health_pb2.HealthCheckRequest(service=TARGET_SERVICE), wait_for_ready=True)
@@ -61,7 +61,7 @@ class TargetMonitor(threading.Thread):
         self.engine.ready.clear()  # the server ended the stream
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        self._stop.set()
+        self._stopping.set()
         if self._call is not None:
             self._call.cancel()
         if self.is_alive():
