@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MAX_POSITION_LABELS = 16
+DRAFT_SOURCES = ("model", "lookup", "suffix")  # draft.drafting.SOURCES
 
 
 class DraftMetrics:
@@ -38,6 +39,16 @@ class DraftMetrics:
                                 ["endpoint", "code"], registry=registry)
         self.reprefills = Counter("dsd_reprefills_total", "Rounds where the target asked for the context again.",
                                   registry=registry)
+        by_source_p = Counter("dsd_draft_tokens_proposed_by_source_total",
+                              "Draft tokens sent for verification, by proposer (model, lookup, suffix).", ["source"],
+                              registry=registry)
+        by_source_a = Counter("dsd_draft_tokens_accepted_by_source_total",
+                              "Draft tokens accepted by the target, by proposer.", ["source"], registry=registry)
+        self.proposed_by_source = {s: by_source_p.labels(source=s) for s in DRAFT_SOURCES}
+        self.accepted_by_source = {s: by_source_a.labels(source=s) for s in DRAFT_SOURCES}
+        self.empty_rounds = Counter("dsd_empty_rounds_total",
+                                    "Rounds with nothing drafted (the target decoded one token alone).",
+                                    registry=registry)
 
 
 class TargetMetrics:

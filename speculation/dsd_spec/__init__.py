@@ -32,7 +32,7 @@ from dsd_spec.expectation import (
     optimal_gamma_colocated,
     walltime_factor_colocated,
 )
-from dsd_spec.window import Ema, WindowBounds, WindowEstimator, choose_gamma
+from dsd_spec.window import Ema, WindowBounds, WindowEstimator, best_prefix, choose_gamma
 
 __all__ = [
     "AcceptanceStats",
@@ -41,6 +41,7 @@ __all__ = [
     "VerifyCostModel",
     "WindowBounds",
     "WindowEstimator",
+    "best_prefix",
     "choose_gamma",
     "draft_ahead_pays",
     "expected_tokens_iid",

@@ -49,6 +49,26 @@ def choose_gamma(costs: costs_mod.RoundCosts, alpha_by_position: Sequence[float]
     return best
 
 
+def best_prefix(confidence: Sequence[float], calibration: float, wait: costs_mod.VerifyCostModel,
+                propose_s: float = 0.0) -> tuple[int, float]:
+    """How many tokens of a model-free candidate to send, and the goodput that gives (tokens/s).
+
+    `confidence[i]`: the candidate's own P(token i | tokens < i); times `calibration` (measured acceptance over
+    predicted, for this proposer) it is alpha_i. `wait(k)`: measured send-to-answer time for k positions.
+    k = 0 sends nothing (the target decodes one token): the round pays only when E(k) / wait(k + 1) beats
+    1 / wait(1), which on a CPU, where verifying more positions costs more, often it does not.
+    """
+    best_k, best = 0, 1.0 / (propose_s + wait(1))
+    tokens, survive = 1.0, 1.0
+    for k, c in enumerate(confidence, start=1):
+        survive *= min(1.0, max(0.0, calibration * c))
+        tokens += survive
+        value = tokens / (propose_s + wait(k + 1))
+        if value > best:
+            best_k, best = k, value
+    return best_k, best
+
+
 class Ema:
     """Exponential moving average; `value` is None until the first sample."""
 
@@ -79,10 +99,26 @@ class WindowEstimator:
         self.acceptance.observe(gamma, num_accepted)
         if step_s is not None:
             self.step_s.update(step_s)
-        ema = self.wait_s.get(gamma + 1)
+        self.observe_wait(gamma + 1, wait_s)
+
+    def observe_wait(self, positions: int, wait_s: float) -> None:
+        """A round whose window came from elsewhere (a model-free proposer, or none): only its wait."""
+        ema = self.wait_s.get(positions)
         if ema is None:
-            ema = self.wait_s[gamma + 1] = Ema()
+            ema = self.wait_s[positions] = Ema()
         ema.update(wait_s)
+
+    def wait_model(self) -> costs_mod.VerifyCostModel | None:
+        points = tuple(sorted((k, e.value) for k, e in self.wait_s.items() if e.value is not None))
+        return costs_mod.VerifyCostModel(points) if points else None
+
+    def goodput(self, gamma: int, pipelined: bool) -> float | None:
+        """Expected tokens/s of drafting `gamma` tokens with the model; None until measured."""
+        wait = self.wait_model()
+        if wait is None or self.step_s.value is None or (gamma + 1) not in self.wait_s:
+            return None
+        costs = costs_mod.RoundCosts(self.step_s.value, wait, 0.0)
+        return costs_mod.goodput_tokens_per_s(costs, self.acceptance.alpha_by_position(gamma + 1), gamma, pipelined)
 
     def best_gamma(self, bounds: WindowBounds, pipelined: bool, current: int) -> int:
         """The goodput-optimal window within one step of `current`; `current` until something is measured."""

@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from dsd_runtime.common.lm import CausalLM
 from dsd_runtime.common.proto import dsd_pb2
 from dsd_runtime.draft.client import TargetClient
+from dsd_runtime.draft.drafting import Drafter, DraftingState, Window
 from dsd_runtime.draft.proposing import Proposal, Proposer
 from dsd_runtime.draft.windowing import WindowController
 from dsd_runtime.errors import InvalidRequest
 from dsd_runtime.metrics import MAX_POSITION_LABELS, DraftMetrics
 from dsd_spec.sampling import SamplingParams
+
+MAX_WINDOW = 32  # the target's default max window (Info.max_window)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,9 @@ class GenerationStats:
     draft_seconds: float = 0.0
     wasted_drafts: int = 0
     completion_tokens: int = 0  # tokens returned to the client (excludes a final stop token)
+    # Output tokens by who produced them: "model", "lookup", "suffix" (accepted drafts) and "target"
+    # (the recovered or bonus token of every round, and every token of an empty-window round).
+    tokens_by_source: dict[str, int] = field(default_factory=dict)
     accepted_per_position: list[int] = field(default_factory=lambda: [0] * MAX_POSITION_LABELS)
 
     @property
@@ -64,12 +70,18 @@ class Cancelled(Exception):
 
 
 class Speculator:
-    def __init__(self, model: CausalLM, client: TargetClient, window: WindowController,
-                 metrics: DraftMetrics | None = None) -> None:
+    """`model` None: a draft server without a draft model (model-free proposers only; `max_context` then
+    bounds the sequence). `drafting`: state shared by the requests of one server (the cross-request cache)."""
+
+    def __init__(self, model: CausalLM | None, client: TargetClient, window: WindowController,
+                 metrics: DraftMetrics | None = None, drafting: DraftingState | None = None,
+                 max_context: int = 2048) -> None:
         self.model = model
         self.client = client
         self.window = window
         self.metrics = metrics
+        self.drafting = drafting or DraftingState()
+        self.max_context = max_context
 
     def generate(self, req: GenerationRequest, cancel: threading.Event | None = None,
                  stats: GenerationStats | None = None,
@@ -83,11 +95,13 @@ class Speculator:
         stats = stats if stats is not None else GenerationStats()
         cancel = cancel or threading.Event()
         session_id = uuid.uuid4().hex
-        proposer = Proposer(self.model, req.params, req.seed)
+        proposer = Proposer(self.model, req.params, req.seed) if self.model is not None else None
+        drafter = Drafter(self.window.config.proposer, proposer, self.window, self.drafting)
         committed = list(req.prompt_ids)
         carried: list[Proposal] = []  # surviving pipelined drafts: the start of the next window
         send_context = True
         produced = 0
+        max_context = self.model.max_context if self.model is not None else self.max_context
         try:
             while produced < req.max_tokens:
                 if cancel.is_set():
@@ -96,22 +110,25 @@ class Speculator:
                 # First round: an empty window, so the first token costs only the target's prefill (TTFT); in
                 # pipelined mode the draft prefills and drafts meanwhile.
                 first_round = send_context
-                gamma = 0 if first_round else min(self.window.next_gamma(), req.max_tokens - produced - 1,
-                                                  self.model.max_context - len(committed) - 1)
-                gamma = max(gamma, 0)
-                window = carried[:gamma]
-                while len(window) < gamma:
-                    window.append(proposer.propose(committed + [p.token for p in window]))
+                cap = min(req.max_tokens - produced - 1, max_context - len(committed) - 1, MAX_WINDOW)
+                planned = Window([], "none") if first_round else drafter.plan(committed, carried, cap)
+                window = planned.proposals
+                gamma = len(window)
+                reused = min(len(carried), gamma) if planned.source == "model" else 0
+                for p in window[reused:] if planned.source == "model" else ():
                     stats.draft_steps += 1
-                    stats.draft_seconds += window[-1].seconds
+                    stats.draft_seconds += p.seconds
                     if self.metrics is not None:
-                        self.metrics.draft_step.observe(window[-1].seconds)
+                        self.metrics.draft_step.observe(p.seconds)
                 request = self._request(session_id, committed, window, req, send_context)
                 t0 = time.perf_counter()
                 future = self.client.verify_async(request)
                 extra: list[Proposal] = []
-                # The first round always drafts ahead: the draft's own prefill is needed anyway.
-                if cfg.pipelined and (first_round or (gamma and self.window.draft_ahead(gamma))):
+                # The first round always drafts ahead: the draft's own prefill is needed anyway. Only the draft
+                # model drafts ahead (a model-free proposal costs nothing to redo).
+                model_round = planned.source == "model" or (first_round and drafter.has_model)
+                if proposer is not None and cfg.pipelined and model_round and (
+                        first_round or (gamma and self.window.draft_ahead(gamma))):
                     speculative = committed + [p.token for p in window]
                     limit = (cfg.gamma if first_round else gamma) + 1
                     while not future.done() and len(extra) < limit and not cancel.is_set():
@@ -127,9 +144,9 @@ class Speculator:
                 send_context = False
                 n, nxt = response.num_accepted, response.next_token
                 step_s = stats.draft_seconds / stats.draft_steps if stats.draft_steps else None
-                if gamma:  # the prefill round (empty window) says nothing about acceptance
-                    self.window.observe(gamma, n, step_s, round_trip_s)
-                    self._account(stats, gamma, n, round_trip_s)
+                if not first_round:  # the prefill round's wait is a prefill's, not a round's
+                    drafter.observe(planned, n, step_s, round_trip_s)
+                self._account(stats, planned.source, gamma, n, round_trip_s)
                 new_tokens = [p.token for p in window[:n]] + [nxt]
                 survived = n == gamma and bool(extra) and extra[0].token == nxt
                 carried = extra[1:] if survived else []
@@ -158,10 +175,21 @@ class Speculator:
             logprobs=req.logprobs, top_logprobs=req.top_logprobs,
         )
 
-    def _account(self, stats: GenerationStats, gamma: int, n: int, round_trip_s: float) -> None:
+    def _account(self, stats: GenerationStats, source: str, gamma: int, n: int, round_trip_s: float) -> None:
+        """Every round yields n accepted tokens from `source` and one from the target (recovered or bonus)."""
+        if gamma:
+            stats.tokens_by_source[source] = stats.tokens_by_source.get(source, 0) + n
+        stats.tokens_by_source["target"] = stats.tokens_by_source.get("target", 0) + 1
+        if not gamma:
+            if self.metrics is not None:
+                self.metrics.empty_rounds.inc()
+            return
         stats.rounds += 1
         stats.proposed += gamma
         stats.accepted += n
+        if self.metrics is not None:
+            self.metrics.proposed_by_source[source].inc(gamma)
+            self.metrics.accepted_by_source[source].inc(n)
         for i in range(min(n, MAX_POSITION_LABELS)):
             stats.accepted_per_position[i] += 1
         if self.metrics is not None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, replace
 
-from dsd_spec import WindowBounds, WindowEstimator
+from dsd_spec import VerifyCostModel, WindowBounds, WindowEstimator
 
 POLICIES = ("static", "adaptive")
+PROPOSERS = ("model", "lookup", "suffix", "hybrid")  # see draft.drafting
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class WindowConfig:
     gamma_max: int = 8
     policy: str = "static"
     pipelined: bool = True
+    proposer: str = "model"
 
     def __post_init__(self) -> None:
         if not 1 <= self.gamma_min <= self.gamma <= self.gamma_max:
@@ -29,6 +31,8 @@ class WindowConfig:
                 f"need 1 <= gamma_min ({self.gamma_min}) <= gamma ({self.gamma}) <= gamma_max ({self.gamma_max})")
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        if self.proposer not in PROPOSERS:
+            raise ValueError(f"proposer must be one of {PROPOSERS}, got {self.proposer!r}")
 
 
 class WindowController:
@@ -57,6 +61,20 @@ class WindowController:
     def observe(self, gamma: int, num_accepted: int, draft_step_s: float | None, round_trip_s: float) -> None:
         with self._lock:
             self.estimator.observe(gamma, num_accepted, draft_step_s, round_trip_s)
+
+    def observe_wait(self, positions: int, wait_s: float) -> None:
+        """A round drafted by a model-free proposer (or empty): its wait teaches the verify-cost curve."""
+        with self._lock:
+            self.estimator.observe_wait(positions, wait_s)
+
+    def wait_model(self) -> VerifyCostModel | None:
+        with self._lock:
+            return self.estimator.wait_model()
+
+    def goodput(self, gamma: int) -> float | None:
+        """Expected tokens/s of a model-drafted window of `gamma` (None until measured)."""
+        with self._lock:
+            return self.estimator.goodput(gamma, self._config.pipelined)
 
     def draft_ahead(self, gamma: int) -> bool:
         """Pipelined mode: draft while this round's verify is in flight? (dsd_spec.draft_ahead_pays)"""

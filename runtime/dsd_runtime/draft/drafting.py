@@ -1,0 +1,157 @@
+"""Which proposer drafts each round, and how much: the hybrid drafting of a request.
+
+Called by draft.speculating once per round. Proposers (chosen once, at construction, by `WindowConfig.proposer`):
+  model   the draft model (draft.proposing), window from the WindowController (static or adaptive);
+  lookup  n-gram lookup over prompt + output (draft.lookup.PromptLookup);
+  suffix  suffix match over the request + the server's cross-request cache (draft.lookup.SuffixProposer);
+  hybrid  each round: a suffix match when it pays, else the draft model when it pays, else nothing (the target
+          decodes one token, a stretch of target-only decoding).
+"Pays" is dsd_spec's goodput model on measured costs: the wait for k verified positions (network + target),
+the draft model's step time and per-position acceptance, and the model-free candidates' own continuation
+frequencies calibrated by their measured acceptance. Every proposal is a point mass, so all of it is exact.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from dsd_runtime.draft.lookup import Candidate, PromptLookup, SuffixCache, SuffixProposer
+from dsd_runtime.draft.proposing import Proposal, Proposer
+from dsd_runtime.draft.windowing import PROPOSERS, WindowController
+from dsd_spec import best_prefix
+
+SOURCES = ("model", "lookup", "suffix")  # where a window's tokens came from ("none": an empty window)
+# Try the draft model (hybrid), or send a model-free candidate the goodput cut to nothing, at least once every
+# this many rounds: statistics that are never refreshed cannot recover from a bad start.
+EXPLORE_EVERY = 16
+CALIBRATION_DECAY = 0.98
+
+
+@dataclass(frozen=True)
+class Window:
+    proposals: list[Proposal]
+    source: str  # one of SOURCES, or "none"
+    predicted_accepted: float = 0.0  # model-free windows: sum_i prod_{j<=i} confidence_j
+    bucket: int = 0  # model-free windows: match_bucket of the match they came from
+
+
+class Calibration:
+    """Measured / predicted accepted tokens of a model-free proposer (decayed sums, thread-safe)."""
+
+    def __init__(self) -> None:
+        self._accepted = 1.0  # a one-token prior at ratio 1: trust the frequencies until measured
+        self._predicted = 1.0
+        self._lock = threading.Lock()
+
+    @property
+    def ratio(self) -> float:
+        with self._lock:
+            return self._accepted / self._predicted
+
+    def observe(self, accepted: int, predicted: float) -> None:
+        with self._lock:
+            self._accepted = self._accepted * CALIBRATION_DECAY + accepted
+            self._predicted = self._predicted * CALIBRATION_DECAY + predicted
+
+
+# Calibration buckets by match length: a long match is far more reliable than a one- or two-token one, and
+# the many failed guesses of short matches must not talk the drafter out of long ones.
+MATCH_BUCKETS = (2, 5)  # <= 2, 3..5, >= 6 tokens matched
+
+
+def match_bucket(match_length: int) -> int:
+    return sum(match_length > b for b in MATCH_BUCKETS)
+
+
+class DraftingState:
+    """What all requests of a draft server share: the cross-request cache and the proposers' calibration."""
+
+    def __init__(self, cache_tokens: int = 100_000) -> None:
+        self.cache = SuffixCache(cache_tokens)
+        self.calibration = {(source, b): Calibration() for source in ("lookup", "suffix")
+                            for b in range(len(MATCH_BUCKETS) + 1)}
+
+
+class Drafter:
+    """Plans the window of each round of one request."""
+
+    def __init__(self, mode: str, proposer: Proposer | None, window: WindowController, state: DraftingState) -> None:
+        if mode not in PROPOSERS:
+            raise ValueError(f"proposer must be one of {PROPOSERS}, got {mode!r}")
+        if mode == "model" and proposer is None:
+            raise ValueError("proposer 'model' needs a draft model; use 'lookup', 'suffix' or 'hybrid'")
+        self.mode = mode
+        self.proposer = proposer
+        self.window = window
+        self.state = state
+        self.lookup = PromptLookup()
+        self.suffix = SuffixProposer(state.cache)
+        self._since_model = 0
+        self._since_free = 0  # rounds whose model-free candidate was cut to nothing
+
+    @property
+    def has_model(self) -> bool:
+        return self.proposer is not None and self.mode in ("model", "hybrid")
+
+    def plan(self, committed: list[int], carried: list[Proposal], cap: int) -> Window:
+        """The window for the next round: at most `cap` tokens (remaining output, context, target's max)."""
+        if cap <= 0:
+            return Window([], "none")
+        if self.mode == "model":
+            return self._model_window(committed, carried, min(cap, self.window.next_gamma()))
+        if carried and self.has_model:  # pipelined drafts that survived: free, take them
+            return self._model_window(committed, carried, min(cap, self.window.next_gamma()))
+        history = np.asarray(committed, dtype=np.int64)
+        source = "lookup" if self.mode == "lookup" else "suffix"
+        candidate = (self.lookup if source == "lookup" else self.suffix).propose(history, cap)
+        wait = self.window.wait_model()
+        k, free_goodput = len(candidate), None
+        if wait is not None:
+            calibration = self.state.calibration[(source, match_bucket(candidate.match_length))].ratio
+            k, free_goodput = best_prefix(candidate.confidence, calibration, wait)
+            self._since_free = self._since_free + 1 if len(candidate) and not k else 0
+            if self._since_free >= EXPLORE_EVERY:  # re-measure a proposer the statistics gave up on
+                k, free_goodput, self._since_free = len(candidate), None, 0
+        if self.mode != "hybrid" or self.proposer is None:
+            return _free_window(candidate, k, source)
+        gamma = min(cap, self.window.next_gamma())
+        model_goodput = self.window.goodput(gamma)
+        none_goodput = 1.0 / wait(1) if wait is not None else None
+        self._since_model += 1
+        if k and (model_goodput is None or free_goodput is None or free_goodput >= model_goodput):
+            return _free_window(candidate, k, source)
+        explore = self._since_model >= EXPLORE_EVERY
+        if model_goodput is None or none_goodput is None or model_goodput > none_goodput or explore:
+            return self._model_window(committed, carried, gamma)
+        return Window([], "none")
+
+    def _model_window(self, committed: list[int], carried: list[Proposal], gamma: int) -> Window:
+        assert self.proposer is not None
+        self._since_model = 0
+        proposals = carried[:gamma]
+        while len(proposals) < gamma:
+            proposals.append(self.proposer.propose(committed + [p.token for p in proposals]))
+        return Window(proposals, "model")
+
+    def observe(self, window: Window, num_accepted: int, draft_step_s: float | None, wait_s: float) -> None:
+        gamma = len(window.proposals)
+        if window.source == "model":
+            self.window.observe(gamma, num_accepted, draft_step_s, wait_s)
+            return
+        self.window.observe_wait(gamma + 1, wait_s)
+        if gamma:
+            self.state.calibration[(window.source, window.bucket)].observe(num_accepted, window.predicted_accepted)
+
+
+def _free_window(candidate: Candidate, k: int, source: str) -> Window:
+    if not k:
+        return Window([], "none")
+    predicted, survive = 0.0, 1.0
+    for c in candidate.confidence[:k]:
+        survive *= c
+        predicted += survive
+    return Window([Proposal(t, 0.0) for t in candidate.tokens[:k]], source, predicted,
+                  match_bucket(candidate.match_length))
