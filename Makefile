@@ -6,9 +6,9 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 setup:
 	bash scripts/setup.sh
 
-serve: setup
-	dsd models distill   # once: trains and caches the SmolLM2 draft (~8 min on 2 cores)
-	dsd serve
+serve:
+	bash scripts/setup.sh --runtime   # pip only: serving needs neither the Go build nor a trained draft
+	dsd serve   # model-free drafting by default; `dsd models distill` (optional) adds the trained draft
 
 lint:
 	ruff check .

@@ -27,7 +27,7 @@ def generate_once(prompt: str, target_ref: str, draft_ref: str, max_tokens: int,
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with console.status("loading models"):
         target = models.load(target_ref)
-        draft = models.load(draft_ref)
+        draft = models.load_tokenizer(target_ref) if draft_ref == models.NO_MODEL else models.load(draft_ref)
     server = TargetServer(target, TargetSettings(), "127.0.0.1:0")
     server.start()
     engine = DraftEngine(draft, f"127.0.0.1:{server.port}", window, LinkEmulation(delay_ms))
@@ -47,7 +47,11 @@ def generate_once(prompt: str, target_ref: str, draft_ref: str, max_tokens: int,
         console.print(f"\n[bold]{done.completion_tokens} tokens in {done.seconds:.2f}s = {tps:.1f} tokens/s[/]  "
                       f"acceptance {s.acceptance:.1%}  mean accepted length {s.mean_accepted_length:.2f}  "
                       f"rounds {s.rounds}  gamma {window.gamma} ({window.policy}, "
-                      f"{'pipelined' if window.pipelined else 'blocking'})")
+                      f"{'pipelined' if window.pipelined else 'blocking'}), proposer {window.proposer}, "
+                      f"draft {draft.name if draft.lm is not None else 'none'}")
+        console.print("tokens by source: " + ", ".join(f"{k} {v}" for k, v in sorted(s.tokens_by_source.items())) +
+                      "  (model/lookup/suffix: accepted drafts; target: its recovered/bonus tokens and "
+                      "empty-window rounds)")
         if compare and done.completion_tokens:
             base = _target_alone_tokens_per_s(target, ids, done.completion_tokens)
             console.print(f"target alone: {base:.1f} tokens/s  ->  DSD speedup {tps / base:.2f}x")

@@ -13,11 +13,12 @@ SMOLLM2_DRAFT = "smollm2-135m-draft"
 models_app = typer.Typer(help="Local models: tiny test models, the distilled SmolLM2 draft.", no_args_is_help=True)
 
 
-def _window(gamma: int, gamma_min: int, gamma_max: int, policy: str, pipelined: bool):  # type: ignore[no-untyped-def]
+def _window(gamma: int, gamma_min: int, gamma_max: int, policy: str, pipelined: bool,  # type: ignore[no-untyped-def]
+            proposer: str = "hybrid"):
     from dsd_runtime.draft.windowing import WindowConfig
 
     try:
-        return WindowConfig(gamma, gamma_min, max(gamma_max, gamma), policy, pipelined)
+        return WindowConfig(gamma, gamma_min, max(gamma_max, gamma), policy, pipelined, proposer)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
 
@@ -27,6 +28,12 @@ GAMMA_MIN = typer.Option(1, help="Smallest window the adaptive policy may choose
 GAMMA_MAX = typer.Option(8, help="Largest window the adaptive policy may choose.")
 POLICY = typer.Option("static", help="static | adaptive (per-round goodput-optimal gamma).")
 PIPELINED = typer.Option(True, "--pipelined/--blocking", help="Draft ahead while a verify is in flight.")
+PROPOSER = typer.Option("hybrid", help="hybrid (each round: a suffix match when it pays, else the draft model "
+                        "when it pays, else nothing) | suffix (request + cross-request cache) | lookup (n-gram "
+                        "over prompt + output) | model (the draft model only).")
+DRAFT_MODEL = typer.Option("auto", help="Draft model: a directory, .gguf, built-in name, `none` (model-free "
+                           "drafting only) or `auto` (the distilled SmolLM2 draft when `dsd models distill` has "
+                           "cached it, else none).")
 DELAY = typer.Option(0.0, "--delay-ms", help="Emulated one-way delay on the draft-target link.")
 JITTER = typer.Option(0.0, "--jitter-ms", help="Emulated jitter (uniform +-).")
 BANDWIDTH = typer.Option(0.0, "--bandwidth-mbps", help="Emulated bandwidth cap (0 = none).")
@@ -63,7 +70,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("draft")
     def draft(
-        model: str = typer.Option(SMOLLM2_DRAFT, help="Directory, .gguf file or built-in name."),
+        model: str = DRAFT_MODEL,
+        tokenizer: str = typer.Option(SMOLLM2_TARGET, help="With --model none: whose tokenizer to use (the "
+                                      "target's model reference)."),
+        proposer: str = PROPOSER,
         target: str = typer.Option("127.0.0.1:50051", help="Target gRPC address host:port."),
         host: str = "127.0.0.1", port: int = 8000, control_port: int = 50052,
         gamma: int = GAMMA, gamma_min: int = GAMMA_MIN, gamma_max: int = GAMMA_MAX, policy: str = POLICY,
@@ -80,40 +90,49 @@ def register(app: typer.Typer) -> None:
 
         logging.basicConfig(level=logging.INFO)
         _check_dtype(dtype)
-        run_draft(model, target, host, port, control_port, _window(gamma, gamma_min, gamma_max, policy, pipelined),
+        from dsd_runtime.common import models
+
+        run_draft(models.resolve_draft(model), target, host, port, control_port,
+                  _window(gamma, gamma_min, gamma_max, policy, pipelined, proposer),
                   LinkEmulation(delay_ms, jitter_ms, bandwidth_mbps), config, threads or None, target_deadline_s,
-                  device=device, dtype=dtype)
+                  device=device, dtype=dtype, tokenizer_ref=tokenizer)
 
     @app.command("serve")
     def serve(
         target_model: str = typer.Option(SMOLLM2_TARGET, help="Target model."),
-        draft_model: str = typer.Option(SMOLLM2_DRAFT, help="Draft model (same tokenizer as the target)."),
+        draft_model: str = DRAFT_MODEL,
         port: int = typer.Option(8000, help="OpenAI API port on 127.0.0.1."),
         gamma: int = GAMMA, policy: str = POLICY, pipelined: bool = PIPELINED, delay_ms: float = DELAY,
-        jitter_ms: float = JITTER, bandwidth_mbps: float = BANDWIDTH,
+        jitter_ms: float = JITTER, bandwidth_mbps: float = BANDWIDTH, proposer: str = PROPOSER,
+        dtype: str = typer.Option("auto", help="Target dtype: auto (as saved), float32, bfloat16."),
     ) -> None:
         """Run target and draft as two local processes over gRPC and serve the OpenAI API (the main job)."""
         from dsd_runtime.local import ServeOptions
         from dsd_runtime.local import serve as run_serve
 
+        _check_dtype(dtype)
         draft_args = ("--gamma", str(gamma), "--gamma-max", str(max(8, gamma)), "--policy", policy,
                       "--pipelined" if pipelined else "--blocking", "--delay-ms", str(delay_ms),
-                      "--jitter-ms", str(jitter_ms), "--bandwidth-mbps", str(bandwidth_mbps))
-        raise typer.Exit(run_serve(ServeOptions(target_model, draft_model, port, extra_draft_args=draft_args)))
+                      "--jitter-ms", str(jitter_ms), "--bandwidth-mbps", str(bandwidth_mbps), "--proposer", proposer,
+                      "--tokenizer", target_model)
+        raise typer.Exit(run_serve(ServeOptions(target_model, draft_model, port, extra_draft_args=draft_args,
+                                                extra_target_args=("--dtype", dtype))))
 
     @app.command("generate")
     def generate(
         prompt: str,
-        target_model: str = typer.Option(SMOLLM2_TARGET), draft_model: str = typer.Option(SMOLLM2_DRAFT),
+        target_model: str = typer.Option(SMOLLM2_TARGET), draft_model: str = DRAFT_MODEL,
         max_tokens: int = 64, temperature: float = 0.0, seed: int = 0, chat: bool = typer.Option(True),
         gamma: int = GAMMA, policy: str = POLICY, pipelined: bool = PIPELINED, delay_ms: float = DELAY,
+        proposer: str = PROPOSER,
         compare: bool = typer.Option(True, help="Also time the target decoding alone and report the speedup."),
     ) -> None:
         """Generate once through DSD (real gRPC on loopback) and print text, tokens/s and acceptance."""
         from dsd_cli.generating import generate_once
+        from dsd_runtime.common import models
 
-        generate_once(prompt, target_model, draft_model, max_tokens, temperature, seed, chat,
-                      _window(gamma, 1, 8, policy, pipelined), delay_ms, compare)
+        generate_once(prompt, target_model, models.resolve_draft(draft_model), max_tokens, temperature, seed, chat,
+                      _window(gamma, 1, 8, policy, pipelined, proposer), delay_ms, compare)
 
     @app.command("profile")
     def profile(
@@ -131,7 +150,8 @@ def register(app: typer.Typer) -> None:
         p.write(out)
         print(f"profile written to {out}: draft step {p.draft_step_ms:.1f} ms, "
               f"t_v(1) {p.verify_points_ms[0][1]:.1f} ms, t_v({gamma + 1}) {p.verify_points_ms[gamma][1]:.1f} ms, "
-              f"alpha_1 {p.alpha_by_position[0]:.2f}, loopback RTT {p.rtt_ms:.2f} ms ({p.rounds} rounds)")
+              f"alpha_1 {p.alpha_by_position[0]:.2f}, loopback RTT {p.rtt_ms:.2f} ms ({p.rounds} rounds); "
+              "tokens by source: " + ", ".join(f"{k} {v}" for k, v in sorted(p.tokens_by_source.items())))
 
     @models_app.command("build-tiny")
     def build_tiny(out: Path = typer.Argument(..., help="Directory to write target/ and drafts into.")) -> None:

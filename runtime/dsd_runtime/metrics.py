@@ -46,6 +46,9 @@ class DraftMetrics:
                               "Draft tokens accepted by the target, by proposer.", ["source"], registry=registry)
         self.proposed_by_source = {s: by_source_p.labels(source=s) for s in DRAFT_SOURCES}
         self.accepted_by_source = {s: by_source_a.labels(source=s) for s in DRAFT_SOURCES}
+        self.target_only_tokens = Counter("dsd_target_only_tokens_total",
+                                          "Tokens the target decoded alone and streamed (target-only mode).",
+                                          registry=registry)
         self.empty_rounds = Counter("dsd_empty_rounds_total",
                                     "Rounds with nothing drafted (the target decoded one token alone).",
                                     registry=registry)

@@ -44,6 +44,8 @@ class Profile:
     gamma: int
     rounds: int
     notes: dict[str, float] = field(default_factory=dict)
+    # Output tokens of the acceptance run by who produced them (draft.speculating.GenerationStats).
+    tokens_by_source: dict[str, int] = field(default_factory=dict)
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,8 +101,9 @@ def conditional_alphas(stats: list[GenerationStats], gamma: int) -> list[float]:
 
 
 def acceptance_by_position(engine: DraftEngine, prompts: list[list[int]], gamma: int, max_tokens: int
-                           ) -> tuple[list[float], int]:
-    """Conditional acceptance alpha_i (i = 1..gamma) over greedy DSD generations, and the rounds seen."""
+                           ) -> tuple[list[float], int, dict[str, int]]:
+    """Conditional acceptance alpha_i (i = 1..gamma) over greedy DSD generations, the rounds seen, and the
+    output tokens by source."""
     all_stats = []
     for ids in prompts:
         stats = GenerationStats()
@@ -109,7 +112,11 @@ def acceptance_by_position(engine: DraftEngine, prompts: list[list[int]], gamma:
         for _ in engine.speculator.generate(req, None, stats):
             pass
         all_stats.append(stats)
-    return conditional_alphas(all_stats, gamma), sum(st.rounds for st in all_stats)
+    by_source: dict[str, int] = {}
+    for st in all_stats:
+        for k, v in st.tokens_by_source.items():
+            by_source[k] = by_source.get(k, 0) + v
+    return conditional_alphas(all_stats, gamma), sum(st.rounds for st in all_stats), by_source
 
 
 def loopback_rtt_ms(engine: DraftEngine, repeats: int = 20) -> float:
@@ -138,9 +145,9 @@ def profile(target_ref: str, draft_ref: str, gamma: int = 8, max_tokens: int = 6
     try:
         engine.connect()
         rtt = loopback_rtt_ms(engine)
-        alphas, rounds = acceptance_by_position(engine, ids, gamma, max_tokens)
+        alphas, rounds, by_source = acceptance_by_position(engine, ids, gamma, max_tokens)
     finally:
         engine.close()
         server.stop(0)
     return Profile(target.name, draft.name, threads, step, points, alphas, rtt, gamma, rounds,
-                   {"mean_prompt_tokens": statistics.mean(len(i) for i in ids)})
+                   {"mean_prompt_tokens": statistics.mean(len(i) for i in ids)}, by_source)

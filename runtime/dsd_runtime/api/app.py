@@ -124,7 +124,7 @@ class _Api:
         if body.model is not None and body.model != engine.model_name:
             raise ModelNotFound(f"model {body.model!r} does not exist here; this server serves "
                                 f"{engine.model_name!r}", "model")
-        vocab = engine.draft.lm.vocab_size
+        vocab = engine.vocab_size
         if any(not 0 <= t < vocab for t in prompt_ids):
             raise InvalidRequest(f"prompt contains token ids outside the vocabulary [0, {vocab})", "prompt")
         n = max_tokens or min(DEFAULT_MAX_TOKENS, max(1, engine.target_max_context - len(prompt_ids)))

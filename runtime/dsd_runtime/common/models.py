@@ -39,16 +39,27 @@ def distilled_draft_dir() -> Path:
     return models_cache() / "smollm2-135m-draft-v2"
 
 
+NO_MODEL = "none"  # `dsd draft --model none`: a draft server with model-free proposers only
+
+
 @dataclass
 class LoadedModel:
+    """A model and its tokenizer; `lm` is None for a tokenizer alone (a draft server without a draft model)."""
+
     name: str
-    lm: lm.CausalLM
+    lm: lm.CausalLM | None
     tokenizer: PreTrainedTokenizerBase
     tokenizer_fingerprint: str
 
     @property
+    def vocab_size(self) -> int:
+        return self.lm.vocab_size if self.lm is not None else len(self.tokenizer)
+
+    @property
     def eos_token_ids(self) -> list[int]:
         """Every id that ends a generation: the generation config's (an int or a list) and the tokenizer's."""
+        if self.lm is None:
+            return [int(self.tokenizer.eos_token_id)] if self.tokenizer.eos_token_id is not None else []
         config = self.lm.model.generation_config.eos_token_id
         ids = config if isinstance(config, list) else [config]
         ids = [*ids, self.tokenizer.eos_token_id]
@@ -134,6 +145,23 @@ def pick_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelNotFound(f"device {device!r} asked for, but torch sees no CUDA GPU")
     return device
+
+
+def resolve_draft(ref: str) -> str:
+    """`auto`: the distilled SmolLM2 draft when it is cached, else `none` (model-free drafting, no training)."""
+    if ref != "auto":
+        return ref
+    return SMOLLM2_DRAFT if (distilled_draft_dir() / "config.json").exists() else NO_MODEL
+
+
+def load_tokenizer(ref: str) -> LoadedModel:
+    """The tokenizer of `ref` alone (seconds, no weights): what a model-free draft server needs."""
+    directory, gguf_file, name = resolve(ref)
+    if gguf_file is not None and (_gguf_safetensors_cache(directory, gguf_file) / "tokenizer_config.json").exists():
+        directory, gguf_file = _gguf_safetensors_cache(directory, gguf_file), None
+    kwargs = {"gguf_file": gguf_file} if gguf_file is not None else {}
+    tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+    return LoadedModel(name, None, tokenizer, tokenization.fingerprint(tokenizer))
 
 
 def load(ref: str, dtype: torch.dtype | None = None, device: str = "cpu") -> LoadedModel:

@@ -7,6 +7,7 @@ again before handing back the answer, on a worker thread so pipelined drafting o
 from __future__ import annotations
 
 import contextlib
+import queue
 import random
 import threading
 import time
@@ -82,6 +83,12 @@ class TargetClient:
     def verify_async(self, request: dsd_pb2.VerifyRequest) -> futures.Future[dsd_pb2.VerifyResponse]:
         return self._pool.submit(self._verify_blocking, request)
 
+    def decode(self, request: dsd_pb2.DecodeRequest) -> DecodeStream:
+        """Target-only mode: the target's tokens as it makes them; `cancel()` the stream to stop it."""
+        self._link_delay(request.ByteSize())
+        call = self.stub.Decode(request, timeout=self.deadline_s * max(1, request.max_tokens), wait_for_ready=True)
+        return DecodeStream(call, self, self.address)
+
     def close_session(self, session_id: str) -> None:
         """Best effort: a target that is gone has forgotten the session anyway."""
         with contextlib.suppress(grpc.RpcError, ValueError):  # ValueError: channel already closed
@@ -90,3 +97,43 @@ class TargetClient:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.channel.close()
+
+
+class DecodeStream:
+    """The chunks of a Decode call, each handed out one-way delay after it arrived (an emulated link delays
+    every chunk, not the stream's throughput): a reader thread stamps arrivals, `__next__` waits out the delay."""
+
+    def __init__(self, call: grpc.Future, client: TargetClient, address: str) -> None:
+        self._call = call
+        self._client = client
+        self._address = address
+        self._chunks: queue.Queue[tuple[float, dsd_pb2.DecodeChunk | BaseException | None]] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, name="dsd-decode-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            for chunk in self._call:
+                self._chunks.put((time.monotonic(), chunk))
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.CANCELLED:
+                self._chunks.put((time.monotonic(), _error_from(e, self._address)))
+        self._chunks.put((time.monotonic(), None))
+
+    def __iter__(self) -> DecodeStream:
+        return self
+
+    def __next__(self) -> dsd_pb2.DecodeChunk:
+        arrived, item = self._chunks.get()
+        if self._client.link.active:
+            delay = self._client.link.one_way_delay_ms / 1000.0 - (time.monotonic() - arrived)
+            if delay > 0:
+                time.sleep(delay)
+        if item is None:
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def cancel(self) -> None:
+        self._call.cancel()

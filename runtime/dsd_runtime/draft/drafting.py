@@ -4,8 +4,9 @@ Called by draft.speculating once per round. Proposers (chosen once, at construct
   model   the draft model (draft.proposing), window from the WindowController (static or adaptive);
   lookup  n-gram lookup over prompt + output (draft.lookup.PromptLookup);
   suffix  suffix match over the request + the server's cross-request cache (draft.lookup.SuffixProposer);
-  hybrid  each round: a suffix match when it pays, else the draft model when it pays, else nothing (the target
-          decodes one token, a stretch of target-only decoding).
+  hybrid  each round: a suffix match when it pays, else the draft model when it pays, else nothing: the target
+          decodes alone (target-only mode, a Decode stream) until a proposal pays again;
+  none    the target always decodes alone (the operator's speculation mode "off").
 "Pays" is dsd_spec's goodput model on measured costs: the wait for k verified positions (network + target),
 the draft model's step time and per-position acceptance, and the model-free candidates' own continuation
 frequencies calibrated by their measured acceptance. Every proposal is a point mass, so all of it is exact.
@@ -96,35 +97,41 @@ class Drafter:
     def has_model(self) -> bool:
         return self.proposer is not None and self.mode in ("model", "hybrid")
 
-    def plan(self, committed: list[int], carried: list[Proposal], cap: int) -> Window:
-        """The window for the next round: at most `cap` tokens (remaining output, context, target's max)."""
-        if cap <= 0:
+    def plan(self, committed: list[int], carried: list[Proposal], cap: int,
+             alone_goodput: float | None = None) -> Window:
+        """The window for the next round: at most `cap` tokens (remaining output, context, target's max).
+
+        `alone_goodput`: tokens/s of the target decoding alone, when the request is in target-only mode (a
+        Decode stream): a window must beat that to be worth leaving the stream; no exploration meanwhile.
+        """
+        if cap <= 0 or self.mode == "none":
             return Window([], "none")
-        if self.mode == "model":
+        if self.mode == "model" or (carried and self.has_model):  # pipelined drafts that survived are free
             return self._model_window(committed, carried, min(cap, self.window.next_gamma()))
-        if carried and self.has_model:  # pipelined drafts that survived: free, take them
-            return self._model_window(committed, carried, min(cap, self.window.next_gamma()))
-        history = np.asarray(committed, dtype=np.int64)
+        streaming = alone_goodput is not None
         source = "lookup" if self.mode == "lookup" else "suffix"
-        candidate = (self.lookup if source == "lookup" else self.suffix).propose(history, cap)
+        candidate = (self.lookup if source == "lookup" else self.suffix).propose(
+            np.asarray(committed, dtype=np.int64), cap)
         wait = self.window.wait_model()
-        k, free_goodput = len(candidate), None
+        k, free = len(candidate), None
         if wait is not None:
             calibration = self.state.calibration[(source, match_bucket(candidate.match_length))].ratio
-            k, free_goodput = best_prefix(candidate.confidence, calibration, wait)
+            k, free = best_prefix(candidate.confidence, calibration, wait)
             self._since_free = self._since_free + 1 if len(candidate) and not k else 0
-            if self._since_free >= EXPLORE_EVERY:  # re-measure a proposer the statistics gave up on
-                k, free_goodput, self._since_free = len(candidate), None, 0
+            if self._since_free >= EXPLORE_EVERY and not streaming:  # re-measure what the statistics gave up on
+                k, free, self._since_free = len(candidate), None, 0
+        baseline = alone_goodput if streaming else (1.0 / wait(1) if wait is not None else None)
+        free_pays = bool(k) and (free is None or baseline is None or free > baseline)
         if self.mode != "hybrid" or self.proposer is None:
-            return _free_window(candidate, k, source)
+            return _free_window(candidate, k, source) if free_pays else Window([], "none")
         gamma = min(cap, self.window.next_gamma())
-        model_goodput = self.window.goodput(gamma)
-        none_goodput = 1.0 / wait(1) if wait is not None else None
+        model = self.window.goodput(gamma)
         self._since_model += 1
-        if k and (model_goodput is None or free_goodput is None or free_goodput >= model_goodput):
+        if free_pays and (free is None or model is None or free >= model):
             return _free_window(candidate, k, source)
-        explore = self._since_model >= EXPLORE_EVERY
-        if model_goodput is None or none_goodput is None or model_goodput > none_goodput or explore:
+        # An unmeasured model is tried, but not at the price of leaving a stream.
+        use_model = not streaming if model is None else baseline is None or model > baseline
+        if use_model or (not streaming and self._since_model >= EXPLORE_EVERY):
             return self._model_window(committed, carried, gamma)
         return Window([], "none")
 

@@ -18,6 +18,7 @@ from dsd_runtime.common import models, tokenization
 from dsd_runtime.common.detokenizing import IncrementalText
 from dsd_runtime.common.proto import dsd_pb2
 from dsd_runtime.draft.client import LinkEmulation, TargetClient
+from dsd_runtime.draft.drafting import DraftingState
 from dsd_runtime.draft.speculating import GenerationRequest, GenerationStats, Speculator
 from dsd_runtime.draft.windowing import WindowConfig, WindowController
 from dsd_runtime.errors import InvalidRequest
@@ -61,13 +62,16 @@ class DraftEngine:
                  registry: CollectorRegistry | None = None, served_model_name: str | None = None) -> None:
         self.draft = draft
         self.client = TargetClient(target_address, link, target_deadline_s)
-        self.window = WindowController(window)
+        self.window = WindowController(window, has_model=draft.lm is not None)
         self.registry = registry or CollectorRegistry()
         self.metrics = DraftMetrics(self.registry)
         self.metrics.gamma.set(window.gamma)
-        self.speculator = Speculator(draft.lm, self.client, self.window, self.metrics)
+        self.drafting = DraftingState()  # the cross-request cache of the model-free proposers
         self.target_name = ""
-        self.target_max_context = draft.lm.max_context
+        self.target_max_context = draft.lm.max_context if draft.lm is not None else 2048
+        self.vocab_size = draft.vocab_size  # the target's, once connected
+        self.speculator = Speculator(draft.lm, self.client, self.window, self.metrics, self.drafting,
+                                     self.target_max_context)
         self.served_model_name = served_model_name
         self.ready = threading.Event()  # set while the target is connected and SERVING (see TargetMonitor)
         # Used for parameters a request omits (OpenAI's defaults until the runtime config sets others).
@@ -87,10 +91,14 @@ class DraftEngine:
     def handshake(self, timeout_s: float) -> None:
         """Reads the target's identity (context, EOS ids, chat template) and checks the pair is compatible."""
         info = self.client.info(timeout_s)
-        tokenization.check_compatible(self.draft.name, self.draft.tokenizer_fingerprint, self.draft.lm.vocab_size,
+        draft_vocab = self.draft.lm.vocab_size if self.draft.lm is not None else info.vocab_size
+        tokenization.check_compatible(self.draft.name, self.draft.tokenizer_fingerprint, draft_vocab,
                                       info.model_name, info.tokenizer_fingerprint, info.vocab_size)
         self.target_name = info.model_name
-        self.target_max_context = min(info.max_context, self.draft.lm.max_context)
+        own = self.draft.lm.max_context if self.draft.lm is not None else info.max_context
+        self.target_max_context = min(info.max_context, own)
+        self.speculator.max_context = self.target_max_context
+        self.vocab_size = info.vocab_size
         self.eos_token_ids = frozenset(info.eos_token_ids) or frozenset(self.draft.eos_token_ids)
         self.chat_template = info.chat_template or self.draft.chat_template
 
@@ -155,6 +163,7 @@ class DraftEngine:
         finally:
             stats.completion_tokens = len(out_ids)
             self.metrics.active_requests.dec()
+            self.drafting.cache.add([*req.prompt_ids, *out_ids])  # the target's own text: future drafts
 
     def complete(self, req: TextRequest, cancel: threading.Event | None = None) -> Completion:
         stats = GenerationStats()

@@ -22,10 +22,16 @@ log = logging.getLogger(__name__)
 
 def run_draft(model_ref: str, target: str, host: str, port: int, control_port: int, window: WindowConfig,
               link: LinkEmulation, config_file: Path | None, threads: int | None = None,
-              target_deadline_s: float = 30.0, device: str = "auto", dtype: str = "auto") -> None:
+              target_deadline_s: float = 30.0, device: str = "auto", dtype: str = "auto",
+              tokenizer_ref: str | None = None) -> None:
     if threads:
         torch.set_num_threads(threads)
-    draft = models.load(model_ref, models.DTYPES[dtype], device)
+    if model_ref == models.NO_MODEL:  # model-free drafting: only the tokenizer is needed (seconds to load)
+        if tokenizer_ref is None:
+            raise ValueError("--model none needs --tokenizer (the target's model reference, for its tokenizer)")
+        draft = models.load_tokenizer(tokenizer_ref)
+    else:
+        draft = models.load(model_ref, models.DTYPES[dtype], device)
     engine = DraftEngine(draft, target, window, link, target_deadline_s)
     # Fail fast on an incompatible pair when the target is already up; then follow the target's health.
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 
 from dsd_runtime.common.lm import CausalLM
@@ -22,6 +22,7 @@ from dsd_runtime.draft.proposing import Proposal, Proposer
 from dsd_runtime.draft.windowing import WindowController
 from dsd_runtime.errors import InvalidRequest
 from dsd_runtime.metrics import MAX_POSITION_LABELS, DraftMetrics
+from dsd_spec import Ema
 from dsd_spec.sampling import SamplingParams
 
 MAX_WINDOW = 32  # the target's default max window (Info.max_window)
@@ -53,6 +54,7 @@ class GenerationStats:
     # Output tokens by who produced them: "model", "lookup", "suffix" (accepted drafts) and "target"
     # (the recovered or bonus token of every round, and every token of an empty-window round).
     tokens_by_source: dict[str, int] = field(default_factory=dict)
+    target_only_tokens: int = 0  # of the "target" tokens: those streamed in target-only mode
     accepted_per_position: list[int] = field(default_factory=lambda: [0] * MAX_POSITION_LABELS)
 
     @property
@@ -102,6 +104,7 @@ class Speculator:
         send_context = True
         produced = 0
         max_context = self.model.max_context if self.model is not None else self.max_context
+        pending: Window | None = None  # the window that ended a target-only stretch
         try:
             while produced < req.max_tokens:
                 if cancel.is_set():
@@ -111,7 +114,19 @@ class Speculator:
                 # pipelined mode the draft prefills and drafts meanwhile.
                 first_round = send_context
                 cap = min(req.max_tokens - produced - 1, max_context - len(committed) - 1, MAX_WINDOW)
-                planned = Window([], "none") if first_round else drafter.plan(committed, carried, cap)
+                planned = Window([], "none") if first_round else pending or drafter.plan(committed, carried, cap)
+                pending = None
+                if planned.source == "none" and not first_round:
+                    # Nothing pays: the target decodes alone and streams (no round trip per token) until a
+                    # proposal beats it; it hands back that proposal, or None when the request is done.
+                    before = len(committed)
+                    pending = yield from self._decode_alone(session_id, committed, req, drafter, stats, logprobs,
+                                                            cancel, max_context)
+                    produced += len(committed) - before
+                    if pending is None:
+                        return
+                    carried = []
+                    continue
                 window = planned.proposals
                 gamma = len(window)
                 reused = min(len(carried), gamma) if planned.source == "model" else 0
@@ -164,14 +179,74 @@ class Speculator:
         finally:
             self.client.close_session(session_id)
 
+    def _decode_alone(self, session_id: str, committed: list[int], req: GenerationRequest, drafter: Drafter,
+                      stats: GenerationStats, logprobs: list[dsd_pb2.TokenLogprob] | None, cancel: threading.Event,
+                      max_context: int) -> Generator[int, None, Window | None]:
+        """Target-only mode: yields the target's tokens from a Decode stream, appending them to `committed`.
+
+        After each token the drafter is asked whether a window now beats the target alone (its measured token
+        interval); if so the stream is cancelled and that window returned. None: the request is finished.
+        """
+        prompt_len = len(req.prompt_ids)
+        with_context = False
+        interval = Ema(weight=0.3)  # seconds between streamed tokens: what the target alone delivers
+        while True:
+            stream = self.client.decode(self._decode_request(session_id, committed, req, with_context))
+            last: float | None = None
+            try:
+                for chunk in stream:
+                    if chunk.need_context:
+                        if with_context:
+                            raise InvalidRequest("target asked for context it was just sent")
+                        stats.reprefills += 1
+                        with_context = True
+                        break
+                    now = time.perf_counter()
+                    if last is not None:
+                        interval.update(now - last)
+                    last = now
+                    committed.append(chunk.token)
+                    stats.tokens_by_source["target"] = stats.tokens_by_source.get("target", 0) + 1
+                    stats.target_only_tokens += 1
+                    if self.metrics is not None:
+                        self.metrics.target_only_tokens.inc()
+                    if logprobs is not None and req.logprobs:
+                        logprobs.append(chunk.logprob)
+                    yield chunk.token
+                    produced = len(committed) - prompt_len
+                    if chunk.token in req.stop_token_ids or produced >= req.max_tokens:
+                        return None
+                    if cancel.is_set():
+                        raise Cancelled
+                    if interval.value:
+                        cap = min(req.max_tokens - produced - 1, max_context - len(committed) - 1, MAX_WINDOW)
+                        planned = drafter.plan(committed, [], cap, alone_goodput=1.0 / interval.value)
+                        if planned.source != "none":
+                            return planned
+                else:
+                    return None  # the stream ended: max_tokens reached on the target's side
+            finally:
+                stream.cancel()
+
+    @staticmethod
+    def _decode_request(session_id: str, committed: list[int], req: GenerationRequest,
+                        with_context: bool) -> dsd_pb2.DecodeRequest:
+        return dsd_pb2.DecodeRequest(
+            session_id=session_id, committed_len=len(committed), context=committed if with_context else [],
+            sampling=Speculator._sampling(req), max_tokens=req.max_tokens - (len(committed) - len(req.prompt_ids)),
+            stop_token_ids=sorted(req.stop_token_ids), logprobs=req.logprobs, top_logprobs=req.top_logprobs)
+
+    @staticmethod
+    def _sampling(req: GenerationRequest) -> dsd_pb2.SamplingParams:
+        return dsd_pb2.SamplingParams(temperature=0.0 if req.params.greedy else req.params.temperature,
+                                      top_k=req.params.top_k, top_p=req.params.top_p, seed=req.seed)
+
     @staticmethod
     def _request(session_id: str, committed: list[int], window: list[Proposal], req: GenerationRequest,
                  with_context: bool) -> dsd_pb2.VerifyRequest:
         return dsd_pb2.VerifyRequest(
             session_id=session_id, committed_len=len(committed), context=committed if with_context else [],
-            draft_tokens=[p.token for p in window],
-            sampling=dsd_pb2.SamplingParams(temperature=0.0 if req.params.greedy else req.params.temperature,
-                                            top_k=req.params.top_k, top_p=req.params.top_p, seed=req.seed),
+            draft_tokens=[p.token for p in window], sampling=Speculator._sampling(req),
             logprobs=req.logprobs, top_logprobs=req.top_logprobs,
         )
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from dsd_spec import VerifyCostModel, WindowBounds, WindowEstimator
 
 POLICIES = ("static", "adaptive")
-PROPOSERS = ("model", "lookup", "suffix", "hybrid")  # see draft.drafting
+PROPOSERS = ("model", "lookup", "suffix", "hybrid", "none")  # see draft.drafting
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,9 @@ class WindowConfig:
 class WindowController:
     """Shared by all requests of a draft server: statistics pool across requests."""
 
-    def __init__(self, config: WindowConfig) -> None:
+    def __init__(self, config: WindowConfig, has_model: bool = True) -> None:
+        self.has_model = has_model  # False: a draft server without a draft model refuses proposer "model"
+        self._check(config)
         self._config = config
         self._lock = threading.Lock()
         self.estimator = WindowEstimator()
@@ -52,11 +54,16 @@ class WindowController:
         """Validates and applies a change (from the control RPC or the config file)."""
         with self._lock:
             new = replace(self._config, **changes)  # type: ignore[arg-type]
+            self._check(new)
             self._config = new
             self._current = min(max(self._current, new.gamma_min), new.gamma_max)
             if new.policy == "static":
                 self._current = new.gamma
             return new
+
+    def _check(self, config: WindowConfig) -> None:
+        if config.proposer == "model" and not self.has_model:
+            raise ValueError("proposer 'model' needs a draft model, and this draft server has none (--model none)")
 
     def observe(self, gamma: int, num_accepted: int, draft_step_s: float | None, round_trip_s: float) -> None:
         with self._lock:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -70,43 +72,72 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
         self._pending_lock = threading.Lock()
 
     def Verify(self, request: dsd_pb2.VerifyRequest, context: grpc.ServicerContext) -> dsd_pb2.VerifyResponse:
+        out = self._round(_input_from(request), context)
+        self._observe(len(request.draft_tokens), out)
+        return dsd_pb2.VerifyResponse(need_context=out.need_context, num_accepted=out.num_accepted,
+                                      next_token=out.next_token, verify_seconds=out.seconds,
+                                      reprefilled=out.reprefilled, logprobs=_logprobs_to_proto(out))
+
+    def Decode(self, request: dsd_pb2.DecodeRequest, context: grpc.ServicerContext) -> Iterator[dsd_pb2.DecodeChunk]:
+        """Target-only mode: empty-window rounds run back to back here, each streamed as it is made.
+
+        Each step takes the compute lock on its own, so other sessions' rounds interleave with this stream;
+        a cancelled stream stops at the next step.
+        """
+        s = request.sampling
+        step = _input_from(dsd_pb2.VerifyRequest(
+            session_id=request.session_id, committed_len=request.committed_len, context=request.context,
+            sampling=s, logprobs=request.logprobs, top_logprobs=request.top_logprobs))
+        stops = frozenset(request.stop_token_ids)
+        for _ in range(request.max_tokens):
+            if not context.is_active():
+                return
+            out = self._round(step, context)
+            self._observe(0, out)
+            if out.need_context:
+                yield dsd_pb2.DecodeChunk(need_context=True)
+                return
+            logprob = _logprobs_to_proto(out)
+            yield dsd_pb2.DecodeChunk(token=out.next_token, logprob=logprob[0] if logprob else None)
+            if out.next_token in stops:
+                return
+            step = replace(step, committed_len=step.committed_len + 1, context=[])
+
+    def _round(self, vin: VerifyInput, context: grpc.ServicerContext) -> VerifyOutput:
+        """One verification under the compute lock, with back-pressure; errors abort the RPC with their code."""
         with self._pending_lock:
             if self._pending >= self.settings.max_pending:
-                return self._fail(context, Overloaded(
+                self._fail(context, Overloaded(
                     f"target overloaded: {self._pending} verify rounds queued (--max-pending)"))
             self._pending += 1
         try:
             with self._compute:
                 if not context.is_active():  # the caller's deadline passed or it cancelled while queued
                     raise DeadlinePassed("deadline passed while queued")
-                reprefills_before = self.verifier.reprefills
-                out = self.verifier.verify(_input_from(request))
+                return self.verifier.verify(vin)
         except DsdError as e:
-            return self._fail(context, e)
+            self._fail(context, e)
         except Exception:  # a bug or a device failure: INTERNAL with no internals; the session is unchanged
-            log.exception("verify round of session %s failed", request.session_id)
-            return self._fail(context, DsdError("internal error while verifying; the session is unchanged, "
-                                                "a retry is safe"))
+            log.exception("verify round of session %s failed", vin.session_id)
+            self._fail(context, DsdError("internal error while verifying; the session is unchanged, a retry is "
+                                         "safe"))
         finally:
             with self._pending_lock:
                 self._pending -= 1
-        self.metrics.requests_ok.inc()
-        self._observe(request, out.seconds, self.verifier.reprefills - reprefills_before)
-        return dsd_pb2.VerifyResponse(need_context=out.need_context, num_accepted=out.num_accepted,
-                                      next_token=out.next_token, verify_seconds=out.seconds,
-                                      reprefilled=out.reprefilled, logprobs=_logprobs_to_proto(out))
+        raise AssertionError("unreachable")  # _fail raises
 
-    def _observe(self, request: dsd_pb2.VerifyRequest, seconds: float, reprefills: int) -> None:
-        if seconds:
-            self.metrics.verify_compute.observe(seconds)
-            self.metrics.tokens_verified.inc(len(request.draft_tokens) + 1)
-        if reprefills:
-            self.metrics.reprefills.inc(reprefills)
+    def _observe(self, window: int, out: VerifyOutput) -> None:
+        self.metrics.requests_ok.inc()
+        if out.seconds:
+            self.metrics.verify_compute.observe(out.seconds)
+            self.metrics.tokens_verified.inc(window + 1)
+        if out.reprefilled:
+            self.metrics.reprefills.inc()
         self.metrics.active_sessions.set(len(self.store))
         self.metrics.cached_tokens.set(self.store.cached_tokens)
         self.metrics.evictions.set(self.store.evictions)
 
-    def _fail(self, context: grpc.ServicerContext, error: DsdError) -> dsd_pb2.VerifyResponse:
+    def _fail(self, context: grpc.ServicerContext, error: DsdError) -> NoReturn:
         self.metrics.requests_by_code.labels(code=error.grpc_code.name).inc()
         context.abort(error.grpc_code, str(error))
         raise AssertionError("unreachable")  # abort raises

@@ -9,7 +9,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from dsd_runtime.common.lm import KVSequence
+from dsd_runtime.common.lm import CausalLM, KVSequence
 from dsd_runtime.errors import Overloaded
 
 
@@ -21,7 +21,17 @@ class Session:
     seq: KVSequence
     committed_len: int
     pending_token: int
+    tokens: list[int] = field(default_factory=list)  # the committed tokens (for rolling back to a prefix)
     last_used: float = field(default_factory=time.monotonic)
+
+    def truncate(self, committed_len: int) -> None:
+        """Back to the first `committed_len` committed tokens (a draft that left a target-only stream early)."""
+        if not 1 <= committed_len <= self.committed_len:
+            raise ValueError(f"cannot truncate a session of {self.committed_len} tokens to {committed_len}")
+        CausalLM.rollback(self.seq, self.committed_len - committed_len)
+        del self.tokens[committed_len:]
+        self.committed_len = committed_len
+        self.pending_token = self.tokens[-1]
 
 
 class SessionStore:

@@ -112,6 +112,9 @@ class Verifier:
         self.validate(req)
         start = time.perf_counter()
         session = self.store.get(req.session_id)
+        if session is not None and req.committed_len < session.committed_len and (
+                not req.context or session.tokens[:req.committed_len] == req.context):
+            session.truncate(req.committed_len)  # the draft holds a prefix of what we hold: no re-prefill
         reprefilled = session is None or session.committed_len != req.committed_len
         if reprefilled and not req.context:
             return VerifyOutput(need_context=True)
@@ -141,12 +144,13 @@ class Verifier:
             raise
         CausalLM.rollback(seq, gamma - verdict.num_accepted)
         if reprefilled:
-            session = Session(req.session_id, seq, req.committed_len, req.context[-1])
+            session = Session(req.session_id, seq, req.committed_len, req.context[-1], list(req.context))
             self.store.admit(session, req.committed_len + gamma)
             self.reprefills += 1
         assert session is not None
         session.committed_len = req.committed_len + verdict.num_accepted + 1
         session.pending_token = verdict.next_token
+        session.tokens.extend([*req.draft_tokens[: verdict.num_accepted], verdict.next_token])
         return VerifyOutput(False, verdict.num_accepted, verdict.next_token, reprefilled,
                             time.perf_counter() - start, logprobs)
 

@@ -49,6 +49,11 @@ class TargetStub:
                 request_serializer=dsd__pb2.InfoRequest.SerializeToString,
                 response_deserializer=dsd__pb2.InfoResponse.FromString,
                 _registered_method=True)
+        self.Decode = channel.unary_stream(
+                '/dsd.v1.Target/Decode',
+                request_serializer=dsd__pb2.DecodeRequest.SerializeToString,
+                response_deserializer=dsd__pb2.DecodeChunk.FromString,
+                _registered_method=True)
 
 
 class TargetServicer:
@@ -75,6 +80,15 @@ class TargetServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Decode(self, request, context):
+        """Target-only mode: the target decodes the session alone and streams each token as it is made (what the
+        draft uses when speculation does not pay: no round trip per token). The same rules as Verify with an
+        empty window, so the output is identical; the draft cancels the stream to resume speculating.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TargetServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +106,11 @@ def add_TargetServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=dsd__pb2.InfoRequest.FromString,
                     response_serializer=dsd__pb2.InfoResponse.SerializeToString,
+            ),
+            'Decode': grpc.unary_stream_rpc_method_handler(
+                    servicer.Decode,
+                    request_deserializer=dsd__pb2.DecodeRequest.FromString,
+                    response_serializer=dsd__pb2.DecodeChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +194,33 @@ class Target:
             '/dsd.v1.Target/Info',
             dsd__pb2.InfoRequest.SerializeToString,
             dsd__pb2.InfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Decode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dsd.v1.Target/Decode',
+            dsd__pb2.DecodeRequest.SerializeToString,
+            dsd__pb2.DecodeChunk.FromString,
             options,
             channel_credentials,
             insecure,
