@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -12,6 +13,7 @@ import pytest
 import uvicorn
 
 from dsd_runtime.api.app import create_app
+from dsd_runtime.common import models
 from dsd_runtime.draft.engine import DraftEngine
 from dsd_runtime.draft.windowing import WindowConfig
 from tests.support.runtime_fixtures import start_target
@@ -49,15 +51,25 @@ def _up(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def api(loaded) -> Iterator[ApiServer]:
-    target = start_target(loaded["target"])
-    engine = DraftEngine(loaded["partial"], f"127.0.0.1:{target.port}", WindowConfig(gamma=3), target_deadline_s=5,
+@contextmanager
+def api_server(target: models.LoadedModel, draft: models.LoadedModel,
+               window: WindowConfig | None = None) -> Iterator[ApiServer]:
+    """A real gRPC target and a draft server's HTTP API in front of it, both on loopback, torn down after."""
+    server = start_target(target)
+    engine = DraftEngine(draft, f"127.0.0.1:{server.port}", window or WindowConfig(gamma=3), target_deadline_s=5,
                          served_model_name="tiny")
     engine.connect()
-    server, thread, url = run_api(engine)
-    yield ApiServer(url, engine, target.port, target)
-    server.should_exit = True
-    thread.join(10)
-    engine.close()
-    target.stop(0)
+    uv, thread, url = run_api(engine)
+    try:
+        yield ApiServer(url, engine, server.port, server)
+    finally:
+        uv.should_exit = True
+        thread.join(10)
+        engine.close()
+        server.stop(0)
+
+
+@pytest.fixture(scope="module")
+def api(loaded) -> Iterator[ApiServer]:
+    with api_server(loaded["target"], loaded["partial"]) as server:
+        yield server

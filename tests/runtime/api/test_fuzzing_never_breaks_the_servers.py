@@ -17,12 +17,10 @@ from schemathesis.specs.openapi.checks import content_type_conformance, status_c
 from dsd_runtime.common import models, tiny
 from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
 from dsd_runtime.draft.client import TargetClient
-from dsd_runtime.draft.engine import DraftEngine
 from dsd_runtime.draft.speculating import GenerationRequest, Speculator
 from dsd_runtime.draft.windowing import WindowConfig, WindowController
 from tests.lossless.test_greedy_equals_target_alone import target_alone
-from tests.runtime.api.conftest import ApiServer, run_api
-from tests.support.runtime_fixtures import start_target
+from tests.runtime.api.conftest import api_server
 
 FUZZ = settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 
@@ -33,16 +31,8 @@ def api(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz-models")
     target = models.load(str(tiny.build_tiny_model(root / "target", seed=1, max_positions=64)))
     draft = models.load(str(tiny.build_tiny_model(root / "draft", seed=2, max_positions=64)))
-    server = start_target(target)
-    engine = DraftEngine(draft, f"127.0.0.1:{server.port}", WindowConfig(gamma=3), target_deadline_s=10,
-                         served_model_name="tiny")
-    engine.connect()
-    uv, thread, url = run_api(engine)
-    yield ApiServer(url, engine, server.port, server)
-    uv.should_exit = True
-    thread.join(10)
-    engine.close()
-    server.stop(0)
+    with api_server(target, draft) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -12,24 +12,15 @@ from dsd_runtime.common import models
 from dsd_runtime.draft.engine import DraftEngine
 from dsd_runtime.draft.windowing import WindowConfig
 from tests.lossless.test_greedy_equals_target_alone import target_alone
-from tests.runtime.api.conftest import run_api
-from tests.support.runtime_fixtures import start_target
+from tests.runtime.api.conftest import api_server
 
 
 @pytest.fixture(scope="module")
 def model_free_api(tiny_models, loaded):
-    target = start_target(loaded["target"])
     tokenizer_only = models.load_tokenizer(str(tiny_models["target"]))
     assert tokenizer_only.lm is None
-    engine = DraftEngine(tokenizer_only, f"127.0.0.1:{target.port}", WindowConfig(proposer="hybrid"),
-                         target_deadline_s=5, served_model_name="tiny")
-    engine.connect()
-    server, thread, url = run_api(engine)
-    yield url, engine
-    server.should_exit = True
-    thread.join(10)
-    engine.close()
-    target.stop(0)
+    with api_server(loaded["target"], tokenizer_only, WindowConfig(proposer="hybrid")) as server:
+        yield server.base_url, server.engine
 
 
 def test_model_free_drafting_is_lossless_and_learns_from_earlier_answers(model_free_api, loaded):

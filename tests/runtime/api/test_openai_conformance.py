@@ -17,8 +17,7 @@ from dsd_runtime.draft.monitoring import TargetMonitor
 from dsd_runtime.draft.windowing import WindowConfig
 from dsd_runtime.target.server import TargetServer, TargetSettings
 from tests.lossless.test_greedy_equals_target_alone import target_alone
-from tests.runtime.api.conftest import _free_port, run_api
-from tests.support.runtime_fixtures import start_target
+from tests.runtime.api.conftest import _free_port, api_server, run_api
 from tests.support.waiting import wait_for
 
 PROMPT = "The quick brown fox"
@@ -289,16 +288,8 @@ def eos_target(tiny_models, loaded, tmp_path_factory):
     model.lm.model.generation_config.eos_token_id = [tok.eos_token_id, stop_id]
     model.tokenizer.chat_template = "{% for m in messages %}## {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}" \
                                     "{% if add_generation_prompt %}## assistant: {% endif %}"
-    server = start_target(model)
-    engine = DraftEngine(loaded["partial"], f"127.0.0.1:{server.port}", WindowConfig(gamma=3), target_deadline_s=5,
-                         served_model_name="tiny")
-    engine.connect()
-    uv, thread, url = run_api(engine)
-    yield url, model, greedy, stop_id
-    uv.should_exit = True
-    thread.join(10)
-    engine.close()
-    server.stop(0)
+    with api_server(model, loaded["partial"]) as server:
+        yield server.base_url, model, greedy, stop_id
 
 
 def test_generation_stops_at_any_eos_id_of_the_targets_generation_config(eos_target):
