@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runtime_bench import REPO, Run, _free_port, _hf_generate
+from runtime_bench import REPO, Run, _hf_generate, _start_target
 
 from dsd_runtime import profiling
 from dsd_runtime.common import models
@@ -60,16 +60,6 @@ WORKLOADS = {
                   f"Rewrite these functions with type hints:\n\n{CODE}"],
 }
 PROPOSERS = ("lookup", "suffix", "hybrid")
-
-
-def _start_target(model: str, dtype: str) -> tuple[object, str]:
-    import subprocess
-
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "dsd_cli.main", "target", "--model", model, "--port", str(port),
-                             "--metrics-port", "-1", "--threads", "1", "--dtype", dtype],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return proc, f"127.0.0.1:{port}"
 
 
 def _hf_lookup(target: models.LoadedModel, prompt: list[int], max_tokens: int) -> tuple[list[int], Run]:
@@ -152,8 +142,8 @@ def main() -> None:
         finally:
             for e in engines.values():
                 e.close()
-            proc.terminate()  # type: ignore[attr-defined]
-            proc.wait()  # type: ignore[attr-defined]
+            proc.terminate()
+            proc.wait()
     _report(rows, notes, args)
 
 

@@ -62,3 +62,24 @@ def test_seeded_sampling_is_the_target_alones(loaded, target_server, proposer, d
     outs, _ = _run(loaded, target_server.port, proposer, draft, prompts, 24, params, seed=11)
     for prompt, out in zip(prompts, outs, strict=True):
         assert out == target_alone_sampled(loaded["target"], prompt, 24, params, 11)
+
+
+@pytest.mark.parametrize("proposer", ["model", "hybrid"])
+def test_windows_respect_the_targets_max_window(loaded, proposer):
+    """A target that verifies at most 2 drafts: the draft reads that at connect and never sends more."""
+    from dsd_runtime.draft.engine import DraftEngine
+    from tests.support.runtime_fixtures import start_target
+
+    target = start_target(loaded["target"], max_window=2)
+    engine = DraftEngine(loaded["same"], f"127.0.0.1:{target.port}",
+                         WindowConfig(gamma=6, gamma_max=8, proposer=proposer))
+    try:
+        engine.connect()
+        prompt = loaded["target"].tokenizer("The quick brown fox")["input_ids"]
+        stats = GenerationStats()
+        out = list(engine.speculator.generate(GenerationRequest(prompt, 24), stats=stats))
+        assert out == target_alone(loaded["target"], prompt, 24)
+        assert stats.rounds and stats.proposed <= 2 * stats.rounds
+    finally:
+        engine.close()
+        target.stop(0)

@@ -25,7 +25,7 @@ from dsd_runtime.metrics import MAX_POSITION_LABELS, DraftMetrics
 from dsd_spec import Ema
 from dsd_spec.sampling import SamplingParams
 
-MAX_WINDOW = 32  # the target's default max window (Info.max_window)
+DEFAULT_MAX_WINDOW = 32  # the target's default (Info.max_window) until the engine reads the real one
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,7 @@ class Speculator:
         self.metrics = metrics
         self.drafting = drafting or DraftingState()
         self.max_context = max_context
+        self.max_window = DEFAULT_MAX_WINDOW  # the target's largest window (Info.max_window)
 
     def generate(self, req: GenerationRequest, cancel: threading.Event | None = None,
                  stats: GenerationStats | None = None,
@@ -113,7 +114,7 @@ class Speculator:
                 # First round: an empty window, so the first token costs only the target's prefill (TTFT); in
                 # pipelined mode the draft prefills and drafts meanwhile.
                 first_round = send_context
-                cap = min(req.max_tokens - produced - 1, max_context - len(committed) - 1, MAX_WINDOW)
+                cap = self._window_cap(req, produced, committed, max_context)
                 planned = Window([], "none") if first_round else pending or drafter.plan(committed, carried, cap)
                 pending = None
                 if planned.source == "none" and not first_round:
@@ -179,6 +180,10 @@ class Speculator:
         finally:
             self.client.close_session(session_id)
 
+    def _window_cap(self, req: GenerationRequest, produced: int, committed: list[int], max_context: int) -> int:
+        """The most draft tokens the next round may send: output left, context left, the target's max window."""
+        return min(req.max_tokens - produced - 1, max_context - len(committed) - 1, self.max_window)
+
     def _decode_alone(self, session_id: str, committed: list[int], req: GenerationRequest, drafter: Drafter,
                       stats: GenerationStats, logprobs: list[dsd_pb2.TokenLogprob] | None, cancel: threading.Event,
                       max_context: int) -> Generator[int, None, Window | None]:
@@ -219,7 +224,7 @@ class Speculator:
                     if cancel.is_set():
                         raise Cancelled
                     if interval.value:
-                        cap = min(req.max_tokens - produced - 1, max_context - len(committed) - 1, MAX_WINDOW)
+                        cap = self._window_cap(req, produced, committed, max_context)
                         planned = drafter.plan(committed, [], cap, alone_goodput=1.0 / interval.value)
                         if planned.source != "none":
                             return planned
