@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything DSD needs on a fresh Debian machine; idempotent and fast when already done.
-#   apt: prometheus (real metrics server for tests)     pip: this project + dev tools
-#   go:  the dev cluster's control plane, kwok and helm (cached under ~/.cache/dsd-tools)
+#   apt: prometheus (loopback metrics tests); containerd, runc, CNI plugins, socat, iptables, debootstrap, umoci
+#        (the dev cluster's real nodes and the runtime image)          pip: this project + dev tools
+#   go:  the dev cluster's control plane, kubelet, kube-proxy, CoreDNS, Prometheus, kwok and helm
+#        (cached under ~/.cache/dsd-tools); the runtime image is built on first use of real nodes
 # `setup.sh --runtime` installs only what serving needs (pip): `make serve` waits for no Go build.
 set -euo pipefail
 runtime_only=false
@@ -9,13 +11,22 @@ runtime_only=false
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { echo "[setup] $*" >&2; }
 
-if ! $runtime_only && ! command -v prometheus >/dev/null; then
-  say "installing Debian's prometheus"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  # The package starts a system service on :9090; DSD runs its own instances on chosen ports.
-  (service prometheus stop || systemctl stop prometheus || pkill -x prometheus) >/dev/null 2>&1 || true
+apt_packages=(prometheus containerd runc containernetworking-plugins socat iptables conntrack iproute2 debootstrap
+              umoci util-linux)
+if ! $runtime_only; then
+  missing=()
+  for pkg in "${apt_packages[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  if (( ${#missing[@]} )); then
+    say "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The packages start system services (prometheus on :9090, a containerd on /run/containerd); DSD runs its own.
+    for svc in prometheus containerd; do
+      (service "$svc" stop || systemctl stop "$svc") >/dev/null 2>&1 || true
+    done
+    pkill -x prometheus >/dev/null 2>&1 || true
+  fi
 fi
 $runtime_only || command -v go >/dev/null || { echo "ERROR: Go >= 1.26 is required (the dev cluster is built from Go modules)" >&2; exit 1; }
 
@@ -34,6 +45,6 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" || "$installed_from" != "$(p
 fi
 
 if $runtime_only; then say "ready (runtime only)"; exit 0; fi
-say "control-plane binaries (cold build ~8 min on 2 cores, then cached)"
+say "dev-cluster binaries (cold build ~15 min on 2 cores, then cached)"
 bash hack/k8s-testbins/build.sh >/dev/null
 say "ready"

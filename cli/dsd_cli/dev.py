@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -13,9 +14,14 @@ app = typer.Typer(help="Local development harness (real control plane on loopbac
 cluster_app = typer.Typer(help="A real etcd + kube-apiserver + controller-manager + scheduler + kwok.",
                           no_args_is_help=True)
 prom_app = typer.Typer(help="A real Prometheus server on loopback.", no_args_is_help=True)
+node_app = typer.Typer(help="Fail and recover real nodes on demand.", no_args_is_help=True)
+cluster_app.add_typer(node_app, name="node")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(prom_app, name="prometheus")
 console = Console(stderr=True)
+
+if TYPE_CHECKING:
+    from dsd_devcluster import ClusterHandle
 
 NAME_OPT = typer.Option("dsd", "--name", "-n", help="Cluster name (own ports, etcd and kubeconfig).")
 
@@ -32,16 +38,53 @@ def tools() -> None:
 def cluster_up(
     name: str = NAME_OPT,
     nodes: Path | None = typer.Option(None, "--nodes", help="YAML node set (default: 2 edge, 2 GPU, 1 CPU)."),
+    real_nodes: str = typer.Option("", "--real-nodes", help=(
+        "GROUP=COUNT[,...]: these node groups get real kubelet nodes (containerd, runc, CNI) instead of kwok "
+        "nodes, e.g. edge=1,gpu=1. Needs root; builds the runtime image on first use.")),
 ) -> None:
-    """Start the cluster (building binaries on first use) and print its kubeconfig path."""
+    """Start the cluster (building binaries on first use); print KUBECONFIG=... and PROMETHEUS_URL=..."""
     from dsd_devcluster import start_cluster
+    from dsd_devcluster.nodes import NodeSetError, parse_real_nodes
 
-    handle = start_cluster(name, nodes)
-    console.print(f"[green]cluster {name!r} is up[/] — nodes: {', '.join(handle.nodes)}", soft_wrap=True)
+    try:
+        handle = start_cluster(name, nodes, parse_real_nodes(real_nodes))
+    except NodeSetError as e:
+        raise typer.BadParameter(str(e)) from None
+    real = [d["name"] for d in handle.real_nodes]
+    console.print(f"[green]cluster {name!r} is up[/] — nodes: {', '.join(handle.nodes)}"
+                  + (f" (real: {', '.join(real)})" if real else ""), soft_wrap=True)
     console.print("Use it with (kubectl, helm and kwok of this version are in the bin directory):", soft_wrap=True)
     console.print(f"  export KUBECONFIG={handle.kubeconfig} PATH={handle.bin_dir}:$PATH", soft_wrap=True,
                   highlight=False)
-    print(handle.kubeconfig)
+    print(f"KUBECONFIG={handle.kubeconfig}")
+    print(f"PROMETHEUS_URL={handle.prometheus_url}")
+
+
+@node_app.command("stop")
+def node_stop(node: str = typer.Argument(..., help="A real node's name."), name: str = NAME_OPT) -> None:
+    """Stop a real node's kubelet (its containers keep running): the node turns NotReady."""
+    from dsd_devcluster.cluster import stop_kubelet
+
+    stop_kubelet(_handle(name), node)
+    console.print(f"kubelet of {node} stopped")
+
+
+@node_app.command("start")
+def node_start(node: str = typer.Argument(..., help="A real node's name."), name: str = NAME_OPT) -> None:
+    """Start a real node's kubelet again and wait until the node is Ready."""
+    from dsd_devcluster.cluster import start_kubelet
+
+    start_kubelet(_handle(name), node)
+    console.print(f"{node} is Ready")
+
+
+def _handle(name: str) -> ClusterHandle:
+    from dsd_devcluster import ClusterHandle
+
+    handle = ClusterHandle.load(name)
+    if handle is None:
+        raise typer.BadParameter(f"no cluster named {name!r}")
+    return handle
 
 
 @cluster_app.command("down")
@@ -70,11 +113,14 @@ def cluster_status(
     if not rows:
         console.print("no dev clusters")
         raise typer.Exit(1 if name else 0)
-    table = Table("name", "healthy", "dead components", "nodes", "apiserver", "kubeconfig")
+    table = Table("name", "healthy", "dead components", "nodes", "real nodes", "apiserver", "prometheus",
+                  "kubeconfig")
     for r in rows:
         dead = ", ".join(c for c, ok in r["components"].items() if not ok) or "-"
-        table.add_row(r["name"], "yes" if r["healthy"] else "NO", dead, str(len(r["nodes"])), r["apiserver"],
-                      r["kubeconfig"])
+        real = ", ".join(f"{n} {v['ip']}" + ("" if v["kubelet"] else " (kubelet stopped)")
+                         for n, v in r["real_nodes"].items()) or "-"
+        table.add_row(r["name"], "yes" if r["healthy"] else "NO", dead, str(len(r["nodes"])), real,
+                      r["apiserver"], r["prometheus"] or "-", r["kubeconfig"])
     Console(width=200).print(table)
     if name and not rows[0]["healthy"]:
         raise typer.Exit(1)

@@ -14,6 +14,8 @@ def run(
     metrics_port: int | None = typer.Option(None, help="Prometheus /metrics port; 0 = off. [9090]"),
     log_level: str | None = typer.Option(None, help="DEBUG, INFO, WARNING or ERROR. [INFO]"),
     resync_s: float | None = typer.Option(None, help="Seconds between full (read-only unless drifted) reconciles."),
+    prometheus_url: str | None = typer.Option(None, help=(
+        "Default Prometheus for DSDDeployments that name none (env DSD_OPERATOR_PROMETHEUS_URL).")),
 ) -> None:
     """Run the operator against the current kubeconfig (or in-cluster config). Flags override DSD_OPERATOR_* env."""
     import pydantic
@@ -22,7 +24,7 @@ def run(
     from dsd_operator.settings import OperatorSettings
 
     flags = {"namespaces": namespace or None, "health_port": health_port, "metrics_port": metrics_port,
-             "log_level": log_level, "resync_s": resync_s}
+             "log_level": log_level, "resync_s": resync_s, "prometheus_url": prometheus_url}
     try:
         settings = OperatorSettings(**{k: v for k, v in flags.items() if v is not None})
     except pydantic.ValidationError as e:

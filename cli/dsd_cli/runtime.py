@@ -189,3 +189,15 @@ def distill(
                                     progress=lambda msg, frac: bar.update(task, completed=frac, description=msg))
     print(f"draft written to {result.path}: held-out greedy agreement {result.greedy_agreement:.1%} "
           f"({result.num_train_tokens} training tokens, {result.seconds:.0f}s)")
+
+
+@models_app.command("prepare")
+def prepare(model: str = typer.Argument(SMOLLM2_TARGET, help="Model reference to make ready to load.")) -> None:
+    """Resolve a model and write its load-ready form (a GGUF's dequantised weights) into the models cache.
+
+    Image builds run this so that pods load the built-in target in a second instead of dequantising it.
+    """
+    from dsd_runtime.common import models
+
+    loaded = models.load(model)
+    print(f"{loaded.name}: ready in {models.plain_weights_dir(model)}")

@@ -6,12 +6,9 @@ import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from dsd_devcluster.network import KWOK_POD_CIDR, SERVICE_CIDR
 from dsd_devcluster.pki import Pki
 from dsd_devcluster.toolchain import Toolchain
-
-# Fictional ranges: nothing ever connects to them (this machine may only send traffic to loopback).
-SERVICE_CIDR = "10.96.0.0/16"
-POD_CIDR = "10.244.0.0/16"
 
 # Order matters: each component needs the ones before it.
 COMPONENT_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -63,7 +60,26 @@ class Component:
     insecure_probe: bool = False
 
 
-def build_components(tc: Toolchain, run_dir: Path, ports: Ports, pki: Pki, kubeconfig: Path) -> list[Component]:
+@dataclass(frozen=True)
+class RealNodeAccess:
+    """How the apiserver reaches real nodes, and how they reach it (see network.py)."""
+
+    gateway: str
+    kubelet_client_crt: Path
+    kubelet_client_key: Path
+
+    def apiserver_flags(self) -> list[str]:
+        return [
+            # In-cluster clients reach `kubernetes.default` at the gateway, where a forwarder listens.
+            f"--advertise-address={self.gateway}", "--endpoint-reconciler-type=lease",
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={self.kubelet_client_crt}",
+            f"--kubelet-client-key={self.kubelet_client_key}",
+        ]
+
+
+def build_components(tc: Toolchain, run_dir: Path, ports: Ports, pki: Pki, kubeconfig: Path,
+                     real_nodes: RealNodeAccess | None = None) -> list[Component]:
     kc = str(kubeconfig)
     etcd = Component(
         "etcd",
@@ -84,7 +100,7 @@ def build_components(tc: Toolchain, run_dir: Path, ports: Ports, pki: Pki, kubec
         "kube-apiserver",
         [
             str(tc.path("kube-apiserver")), f"--etcd-servers=http://127.0.0.1:{ports.etcd}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={ports.apiserver}",
+            "--bind-address=127.0.0.1", f"--secure-port={ports.apiserver}",
             f"--cert-dir={run_dir / 'apiserver'}",
             f"--tls-cert-file={pki.apiserver_crt}", f"--tls-private-key-file={pki.apiserver_key}",
             f"--client-ca-file={pki.ca_crt}",
@@ -92,8 +108,9 @@ def build_components(tc: Toolchain, run_dir: Path, ports: Ports, pki: Pki, kubec
             f"--service-account-key-file={pki.sa_pub}", f"--service-account-signing-key-file={pki.sa_key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=Node,RBAC", "--allow-privileged=true", "--profiling=false",
-            # Single-replica dev plane: skip the endpoint reconciler's lease bookkeeping for the loopback IP.
-            "--endpoint-reconciler-type=none",
+            # Without real nodes nothing can reach the apiserver but loopback: no endpoints to reconcile.
+            *(real_nodes.apiserver_flags() if real_nodes else
+              ["--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"]),
         ],
         f"https://127.0.0.1:{ports.apiserver}/readyz",
         {},
@@ -135,7 +152,7 @@ def build_components(tc: Toolchain, run_dir: Path, ports: Ports, pki: Pki, kubec
     kwok_argv = [
         str(tc.path("kwok")), f"--kubeconfig={kc}",
         "--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-        f"--cidr={POD_CIDR}", "--node-lease-duration-seconds=40",
+        f"--cidr={KWOK_POD_CIDR}", "--node-lease-duration-seconds=40",
         "--node-name=localhost", f"--node-port={ports.kwok}", f"--server-address=127.0.0.1:{ports.kwok}",
         f"--tls-cert-file={pki.apiserver_crt}", f"--tls-private-key-file={pki.apiserver_key}",
     ]

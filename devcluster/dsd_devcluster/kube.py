@@ -58,3 +58,30 @@ class Client:
                 return
             time.sleep(0.25)
         raise TimeoutError(f"nodes {names} not Ready (and untainted) within {timeout_s}s")
+
+    def node_exists(self, name: str) -> bool:
+        try:
+            self.core.read_node(name)
+            return True
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+
+    def label_node(self, name: str, labels: dict[str, str]) -> None:
+        self.core.patch_node(name, {"metadata": {"labels": labels}})
+
+    def advertise_extended_resources(self, name: str, resources: dict[str, str]) -> None:
+        """Extended resources are patched into the node's status capacity (as the Kubernetes docs describe)."""
+        if resources:
+            self.core.patch_node_status(name, {"status": {"capacity": resources}})
+
+    def create_or_replace(self, manifest: dict[str, Any]) -> None:
+        """Server-side apply of one object (the harness's own kube-system objects)."""
+        from kubernetes import dynamic
+
+        dyn = dynamic.DynamicClient(self.api_client)
+        api = dyn.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+        api.server_side_apply(body=manifest, name=manifest["metadata"]["name"],
+                              namespace=manifest["metadata"].get("namespace"), field_manager="dsd-dev-cluster",
+                              force_conflicts=True)

@@ -89,8 +89,27 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: rsa.RSAPublicKey
     )
 
 
-def create_pki(directory: Path) -> Pki:
-    """Writes a fresh PKI into `directory` (idempotent: reuses an existing complete set)."""
+def issue_client_cert(pki: Pki, cn: str, org: str | None, stem: str) -> tuple[Path, Path]:
+    """A client certificate signed by the cluster CA: (crt, key) at pki.dir/<stem>.{crt,key} (reused if there)."""
+    crt, key_path = pki.dir / f"{stem}.crt", pki.dir / f"{stem}.key"
+    if crt.exists() and key_path.exists():
+        return crt, key_path
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    ca = x509.load_pem_x509_certificate(pki.ca_crt.read_bytes())
+    key = _key()
+    cert = _builder(_name(cn, org), ca.subject, key.public_key()).add_extension(
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+    ).sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    _write_key(key, key_path)
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return crt, key_path
+
+
+def create_pki(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
+    """Writes a fresh PKI into `directory` (idempotent: reuses an existing complete set).
+
+    `extra_ips`: more addresses the apiserver's serving certificate names (the real-node gateway).
+    """
     pki = Pki(directory)
     if all(p.exists() for p in (pki.ca_crt, pki.apiserver_crt, pki.admin_crt, pki.sa_key, pki.sa_pub)):
         return pki
@@ -127,6 +146,8 @@ def create_pki(directory: Path) -> Pki:
         x509.DNSName("kubernetes"),
         x509.DNSName("kubernetes.default"),
         x509.DNSName("kubernetes.default.svc"),
+        x509.DNSName("kubernetes.default.svc.cluster.local"),
+        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
     ]
     leaf("kube-apiserver", None, ExtendedKeyUsageOID.SERVER_AUTH, sans, pki.apiserver_crt, pki.apiserver_key)
     leaf("dsd-admin", "system:masters", ExtendedKeyUsageOID.CLIENT_AUTH, None, pki.admin_crt, pki.admin_key)
@@ -138,22 +159,24 @@ def create_pki(directory: Path) -> Pki:
     return pki
 
 
-def write_kubeconfig(path: Path, cluster_name: str, api_port: int, pki: Pki) -> None:
-    """An admin kubeconfig for the cluster (context name = `dsd-<cluster>`)."""
+def write_kubeconfig(path: Path, cluster_name: str, api_port: int, pki: Pki, host: str = "127.0.0.1",
+                     cert: tuple[Path, Path] | None = None) -> None:
+    """A kubeconfig for the cluster (context name = `dsd-<cluster>`): admin unless `cert` names another user."""
     ctx = f"dsd-{cluster_name}"
+    crt, key = cert or (pki.admin_crt, pki.admin_key)
     path.write_text(
         f"""apiVersion: v1
 kind: Config
 clusters:
 - name: {ctx}
   cluster:
-    server: https://127.0.0.1:{api_port}
+    server: https://{host}:{api_port}
     certificate-authority: {pki.ca_crt}
 users:
 - name: {ctx}-admin
   user:
-    client-certificate: {pki.admin_crt}
-    client-key: {pki.admin_key}
+    client-certificate: {crt}
+    client-key: {key}
 contexts:
 - name: {ctx}
   context: {{cluster: {ctx}, user: {ctx}-admin}}

@@ -39,6 +39,8 @@ def start_detached(argv: list[str], log_path: Path, env: dict[str, str] | None =
 
 
 def is_alive(pid: int) -> bool:
+    if pid <= 0:  # 0 and -1 would address a whole process group or every process
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -1,7 +1,9 @@
 """A real Prometheus server on loopback with a generated scrape config (Debian's `prometheus` package).
 
-Targets are loopback `host:port` strings: in the dev setup the runtime's processes run on this machine,
-never at the fictional pod IPs of kwok nodes.
+Two kinds of jobs: static loopback `host:port` targets (runtime processes on this machine), and, for a dev
+cluster, Kubernetes service discovery of pods against the cluster's apiserver, driven by the pods'
+`prometheus.io/scrape|port|path` annotations and limited to pods on real nodes (a kwok pod runs nothing and its
+address is routed nowhere).
 """
 
 from __future__ import annotations
@@ -61,8 +63,41 @@ def scrape_config(targets: dict[str, list[str]], scrape_interval_s: float) -> di
     }
 
 
+def pod_discovery_job(kubeconfig: Path, real_nodes: list[str]) -> dict[str, object]:
+    """The `kubernetes-pods` job: annotated pods on the given real nodes, labelled namespace/pod/node."""
+    nodes = "|".join(real_nodes) or "^$"
+    return {
+        "job_name": "kubernetes-pods",
+        "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": str(kubeconfig)}],
+        "relabel_configs": [
+            {"source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"], "action": "keep",
+             "regex": "true"},
+            {"source_labels": ["__meta_kubernetes_pod_node_name"], "action": "keep", "regex": f"({nodes})"},
+            {"source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"], "regex": "(.+)",
+             "target_label": "__metrics_path__"},
+            {"source_labels": ["__address__", "__meta_kubernetes_pod_annotation_prometheus_io_port"],
+             "regex": r"([^:]+)(?::\d+)?;(\d+)", "replacement": "$1:$2", "target_label": "__address__"},
+            {"action": "labelmap", "regex": "__meta_kubernetes_pod_label_(.+)"},
+            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+            {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
+        ],
+    }
+
+
+def start_cluster_prometheus(name: str, binary: Path, kubeconfig: Path, real_nodes: list[str], port: int = 0,
+                             scrape_interval_s: float = 2.0) -> PrometheusHandle:
+    """The dev cluster's own Prometheus: pod discovery against its apiserver (see pod_discovery_job).
+
+    `binary`: the toolchain's Prometheus (Debian's is built without Kubernetes service discovery).
+    """
+    return start_prometheus(name, {}, port, scrape_interval_s, extra_jobs=[pod_discovery_job(kubeconfig, real_nodes)],
+                            binary=binary)
+
+
 def start_prometheus(name: str, targets: dict[str, list[str]], port: int = 0,
-                     scrape_interval_s: float = 1.0) -> PrometheusHandle:
+                     scrape_interval_s: float = 1.0, extra_jobs: list[dict[str, object]] | None = None,
+                     binary: Path | None = None) -> PrometheusHandle:
     """Starts Prometheus `name` (its own directory, port and TSDB); replaces one already running."""
     stop_prometheus(name)
     directory = paths.clusters_home() / f"prometheus-{paths.validate_cluster_name(name)}"
@@ -72,9 +107,12 @@ def start_prometheus(name: str, targets: dict[str, list[str]], port: int = 0,
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
     config_path = directory / "prometheus.yml"
-    config_path.write_text(yaml.safe_dump(scrape_config(targets, scrape_interval_s)))
+    config = scrape_config(targets, scrape_interval_s)
+    config["scrape_configs"] = [*config["scrape_configs"], *(extra_jobs or [])]  # type: ignore[misc]
+    config_path.write_text(yaml.safe_dump(config))
     argv = [
-        _binary(), f"--config.file={config_path}", f"--storage.tsdb.path={directory / 'data'}",
+        str(binary) if binary else _binary(), f"--config.file={config_path}",
+        f"--storage.tsdb.path={directory / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle", "--log.level=warn",
     ]
     log = directory / "prometheus.log"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from dsd_devcluster import paths
 
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "helm")
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy",
+            "pause", "kwok", "helm", "coredns", "prometheus")
 
 
 class ToolchainError(RuntimeError):

@@ -17,3 +17,6 @@ class OperatorSettings(BaseSettings):
     resync_s: float = Field(60.0, gt=0, description=(
         "Seconds between full reconciles of every resource (catches node label changes; reads only)."))
     workers: int = Field(8, ge=1, description="Threads running reconciles (kopf's sync handler pool).")
+    prometheus_url: str = Field("", pattern=r"^(https?://\S+)?$", description=(
+        "Prometheus for DSDDeployments whose spec.metrics.prometheusUrl is empty (e.g. a dev cluster's "
+        "PROMETHEUS_URL); empty = none."))

@@ -91,7 +91,6 @@ class EnvVar(_Model):
 
 
 class _Role(_Model):
-    model: ModelRef = Field(description="model: where this role's weights come from.")
     image: str = Field(DEFAULT_IMAGE, min_length=1, description="image: the DSD runtime image.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         "IfNotPresent", description="imagePullPolicy: Always, IfNotPresent or Never.")
@@ -106,6 +105,7 @@ class _Role(_Model):
 
 
 class TargetRole(_Role):
+    model: ModelRef = Field(description="model: where the target's weights come from.")
     resources: Resources = Field(
         default_factory=lambda: Resources(limits={GPU_RESOURCE: 1}),
         description="resources: container resources; the default asks for one nvidia.com/gpu.")
@@ -113,6 +113,10 @@ class TargetRole(_Role):
 
 
 class DraftRole(_Role):
+    model: ModelRef | None = Field(None, description=(
+        "model: the draft model's weights. Omitted: model-free drafting (prompt lookup and a suffix cache over "
+        "earlier requests, with target-only decoding when nothing pays), which needs no draft weights or "
+        "training and only the target's tokenizer."))
     resources: Resources = Field(default_factory=Resources, description="resources: container resources.")
     port: int = Field(8000, ge=1, le=65535, description="port: HTTP port of the OpenAI-compatible API.")
     edge_taint_key: str = Field(EDGE_ROLE_LABEL, description=(
@@ -172,8 +176,9 @@ class DSDDeploymentSpec(_Model):
     ]})
 
     target: TargetRole = Field(description="target: the large model on GPU nodes that verifies draft windows.")
-    draft: DraftRole = Field(description=(
-        "draft: the small model near users; proposes tokens and serves the OpenAI-compatible API."))
+    draft: DraftRole = Field(default_factory=DraftRole, description=(
+        "draft: the drafting role near users; proposes tokens and serves the OpenAI-compatible API. "
+        "Omitted: one model-free draft replica on an edge node."))
     speculation: Speculation = Field(default_factory=Speculation, description=(
         "speculation: the window and sampling defaults; changes reach running drafts without a restart."))
     api: Api = Field(default_factory=Api, description="api: exposure of the draft's OpenAI-compatible API.")

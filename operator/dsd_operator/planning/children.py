@@ -88,7 +88,9 @@ def _container_args(owner: Owner, spec: api.DSDDeploymentSpec, role: str) -> lis
     if role == labels.TARGET:
         return ["target", "--model", model_argument(spec.target.model), "--host", "0.0.0.0",
                 "--port", str(spec.target.port), "--metrics-port", str(labels.METRICS_PORT), *spec.target.args]
-    return ["draft", "--model", model_argument(spec.draft.model), "--target", target_address(owner, spec),
+    model = ["--model", model_argument(spec.draft.model)] if spec.draft.model is not None else [
+        "--model", "none", "--tokenizer", model_argument(spec.target.model)]
+    return ["draft", *model, "--target", target_address(owner, spec),
             "--host", "0.0.0.0", "--port", str(spec.draft.port), "--control-port", str(labels.CONTROL_PORT),
             "--config", f"{labels.CONFIG_DIR}/{labels.CONFIG_FILE}", *spec.draft.args]
 
@@ -118,9 +120,11 @@ def _pod_template(owner: Owner, spec: api.DSDDeploymentSpec, role: str) -> Manif
         ports.append({"name": "metrics", "containerPort": labels.METRICS_PORT})
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[Manifest] = [{"name": "tmp", "emptyDir": {}}]
-    if r.model.pvc is not None:
+    # A model-free draft still reads the target's tokenizer: from the target's volume when it has one.
+    model = r.model if r.model is not None else spec.target.model
+    if model.pvc is not None:
         mounts.append({"name": "models", "mountPath": labels.MODELS_DIR, "readOnly": True})
-        volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": r.model.pvc.claim_name,
+        volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": model.pvc.claim_name,
                                                                     "readOnly": True}})
     if role == labels.DRAFT:
         mounts.append({"name": "runtime-config", "mountPath": labels.CONFIG_DIR, "readOnly": True})

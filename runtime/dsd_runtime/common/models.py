@@ -122,7 +122,8 @@ def resolve(ref: str) -> tuple[Path, str | None, str]:
 
 def _gguf_safetensors_cache(directory: Path, gguf_file: str) -> Path:
     st = (directory / gguf_file).stat()
-    key = hashlib.sha256(f"{directory / gguf_file}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    # Whole seconds: image layers (tar) keep mtimes to the second, so a cache built into an image stays valid.
+    key = hashlib.sha256(f"{directory / gguf_file}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:16]
     return models_cache() / "gguf" / f"{Path(gguf_file).stem}-{key}"
 
 

@@ -90,7 +90,7 @@ class ConfigWatcher(threading.Thread):
         self.window = window
         self.on_sampling = on_sampling
         self.interval_s = interval_s
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self._last: tuple[float, int] | None = None
         self.applied = 0
 
@@ -116,8 +116,8 @@ class ConfigWatcher(threading.Thread):
         return True
 
     def run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while not self._stopping.wait(self.interval_s):
             self.check_once()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()

@@ -1,7 +1,7 @@
 """The operator as users install it: Helm chart (CRDs, ServiceAccount, least-privilege RBAC) on the real control
 plane, and `dsd operator run` as a subprocess authenticated with that ServiceAccount's token, so every test
 also proves the chart's RBAC is enough. (The chart's own Deployment is installed with 0 replicas: its image
-cannot be built here and kwok pods run nothing.)
+would run nothing on a kwok node; tests/e2e/real_nodes runs it in a pod on a real node.)
 """
 
 from __future__ import annotations
@@ -48,23 +48,34 @@ def kubectl(cluster: ClusterInfo, *args: str, input_text: str | None = None, che
     return proc
 
 
-@pytest.fixture(scope="session")
-def chart_release(cluster: ClusterInfo) -> Iterator[str]:
-    """`helm install` of charts/dsd-operator (CRDs + RBAC), removed at the end of the session."""
+def install_chart(cluster: ClusterInfo, *values: str) -> None:
+    """`helm install` of charts/dsd-operator (CRDs + RBAC), replacing an earlier release; waits for the CRDs."""
     helm = [tool("helm"), "--kubeconfig", str(cluster.kubeconfig)]
     subprocess.run([*helm, "uninstall", RELEASE, "-n", RELEASE_NS, "--ignore-not-found"], capture_output=True,
                    check=False)
+    sets = [arg for v in values for arg in ("--set", v)]
     proc = subprocess.run([*helm, "install", RELEASE, str(REPO / "charts" / "dsd-operator"), "-n", RELEASE_NS,
-                           "--create-namespace", "--set", "replicaCount=0", "--wait", "--timeout", "120s"],
+                           "--create-namespace", *sets, "--wait", "--timeout", "180s"],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, f"helm install failed: {proc.stderr}"
     kubectl(cluster, "wait", "--for=condition=Established", "crd/dsddeployments.dsd.dev",
             "crd/dsdrolescalers.dsd.dev", "--timeout=60s")
+
+
+def uninstall_chart(cluster: ClusterInfo) -> None:
+    subprocess.run([tool("helm"), "--kubeconfig", str(cluster.kubeconfig), "uninstall", RELEASE, "-n", RELEASE_NS],
+                   capture_output=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def chart_release(cluster: ClusterInfo) -> Iterator[str]:
+    """The chart on the kwok cluster, with 0 operator replicas (kwok pods run nothing), for the whole session."""
+    install_chart(cluster, "replicaCount=0")
     yield RELEASE
-    subprocess.run([*helm, "uninstall", RELEASE, "-n", RELEASE_NS], capture_output=True, check=False)
+    uninstall_chart(cluster)
 
 
-def _service_account_kubeconfig(cluster: ClusterInfo, path: Path, account: str = RELEASE) -> Path:
+def service_account_kubeconfig(cluster: ClusterInfo, path: Path, account: str = RELEASE) -> Path:
     token = client.CoreV1Api(cluster.api_client).create_namespaced_service_account_token(
         account, RELEASE_NS, {"spec": {"expirationSeconds": 86400}}).status.token
     admin = yaml.safe_load(cluster.kubeconfig.read_text())
@@ -133,7 +144,7 @@ class OperatorProcess:
 def operator(cluster: ClusterInfo, chart_release: str, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[OperatorProcess]:
     work = tmp_path_factory.mktemp("operator")
-    op = OperatorProcess(_service_account_kubeconfig(cluster, work / "kubeconfig"), work / "operator.log")
+    op = OperatorProcess(service_account_kubeconfig(cluster, work / "kubeconfig"), work / "operator.log")
     op.start()
     try:
         yield op

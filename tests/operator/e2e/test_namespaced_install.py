@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.operator.e2e.conftest import REPO, OperatorProcess, _service_account_kubeconfig, kubectl, sample, tool
+from tests.operator.e2e.conftest import REPO, OperatorProcess, kubectl, sample, service_account_kubeconfig, tool
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -20,7 +20,7 @@ def test_operator_watching_one_namespace_needs_no_cluster_wide_rights(cluster, c
                            "--set", "replicaCount=0", "--set", f"watchNamespaces={{{namespace}}}", "--wait"],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
-    op = OperatorProcess(_service_account_kubeconfig(cluster, tmp_path / "kubeconfig", account),
+    op = OperatorProcess(service_account_kubeconfig(cluster, tmp_path / "kubeconfig", account),
                          tmp_path / "operator.log", namespaces=[namespace])
     try:
         rights = kubectl(cluster, "auth", "can-i", "list", "deployments.apps", "-A",

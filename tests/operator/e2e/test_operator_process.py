@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from tests.operator.e2e.conftest import OperatorProcess, _free_port, _service_account_kubeconfig
+from tests.operator.e2e.conftest import OperatorProcess, _free_port, service_account_kubeconfig
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -24,7 +24,7 @@ def _get(url: str) -> int | None:
 
 
 def test_liveness_endpoint_answers(cluster, chart_release, tmp_path):
-    op = OperatorProcess(_service_account_kubeconfig(cluster, tmp_path / "kubeconfig"), tmp_path / "operator.log",
+    op = OperatorProcess(service_account_kubeconfig(cluster, tmp_path / "kubeconfig"), tmp_path / "operator.log",
                          health_port=_free_port())
     op.start()
     try:
