@@ -239,7 +239,8 @@ def start_cluster(name: str = "dsd", nodes_file: Path | None = None,
         if plan:
             _start_real_nodes(handle, node_set, toolchain, pki, plan, store)
         prometheus = start_cluster_prometheus(handle.prometheus_name, toolchain.path("prometheus"), handle.kubeconfig,
-                                              [d["name"] for d in handle.real_nodes])
+                                              [d["name"] for d in handle.real_nodes],
+                                              host=plan.gateway if plan else "127.0.0.1")
         handle.prometheus_url = prometheus.url
     except Exception:
         _say("start failed; component log tails follow")

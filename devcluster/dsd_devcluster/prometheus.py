@@ -28,10 +28,11 @@ class PrometheusHandle:
     directory: Path
     port: int
     pid: int
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -85,26 +86,27 @@ def pod_discovery_job(kubeconfig: Path, real_nodes: list[str]) -> dict[str, obje
     }
 
 
-def start_cluster_prometheus(name: str, binary: Path, kubeconfig: Path, real_nodes: list[str], port: int = 0,
-                             scrape_interval_s: float = 2.0) -> PrometheusHandle:
+def start_cluster_prometheus(name: str, binary: Path, kubeconfig: Path, real_nodes: list[str],
+                             host: str = "127.0.0.1", scrape_interval_s: float = 2.0) -> PrometheusHandle:
     """The dev cluster's own Prometheus: pod discovery against its apiserver (see pod_discovery_job).
 
-    `binary`: the toolchain's Prometheus (Debian's is built without Kubernetes service discovery).
+    `binary`: the toolchain's Prometheus (Debian's is built without Kubernetes service discovery). `host`: with
+    real nodes, the cluster's gateway, so an operator in a pod reaches it as well as processes on this machine.
     """
-    return start_prometheus(name, {}, port, scrape_interval_s, extra_jobs=[pod_discovery_job(kubeconfig, real_nodes)],
-                            binary=binary)
+    return start_prometheus(name, {}, 0, scrape_interval_s, extra_jobs=[pod_discovery_job(kubeconfig, real_nodes)],
+                            binary=binary, host=host)
 
 
 def start_prometheus(name: str, targets: dict[str, list[str]], port: int = 0,
                      scrape_interval_s: float = 1.0, extra_jobs: list[dict[str, object]] | None = None,
-                     binary: Path | None = None) -> PrometheusHandle:
+                     binary: Path | None = None, host: str = "127.0.0.1") -> PrometheusHandle:
     """Starts Prometheus `name` (its own directory, port and TSDB); replaces one already running."""
     stop_prometheus(name)
     directory = paths.clusters_home() / f"prometheus-{paths.validate_cluster_name(name)}"
     directory.mkdir(parents=True, exist_ok=True)
     if port == 0:
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
+            s.bind((host, 0))
             port = s.getsockname()[1]
     config_path = directory / "prometheus.yml"
     config = scrape_config(targets, scrape_interval_s)
@@ -113,11 +115,11 @@ def start_prometheus(name: str, targets: dict[str, list[str]], port: int = 0,
     argv = [
         str(binary) if binary else _binary(), f"--config.file={config_path}",
         f"--storage.tsdb.path={directory / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle", "--log.level=warn",
+        f"--web.listen-address={host}:{port}", "--web.enable-lifecycle", "--log.level=warn",
     ]
     log = directory / "prometheus.log"
     pid = processes.start_detached(argv, log, cwd=directory)
-    handle = PrometheusHandle(directory, port, pid)
+    handle = PrometheusHandle(directory, port, pid, host)
     (directory / "state.json").write_text(json.dumps({"port": port, "pid": pid}))
     processes.wait_until(lambda: processes.http_ok(f"{handle.url}/-/ready"), 60, "prometheus",
                          pid=pid, log_path=log)

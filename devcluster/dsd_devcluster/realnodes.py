@@ -192,6 +192,8 @@ def _write_kubelet_config(node: RealNode, pki: Pki) -> Path:
         # Images cannot be pulled again here: never garbage-collect them, and never evict for disk.
         "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
         "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+        # Per node: kubelets sharing /var/log/pods delete each other's pod logs as orphans.
+        "podLogsDir": str(node.dir / "pod-logs"),
         "nodeStatusUpdateFrequency": "5s", "shutdownGracePeriod": "0s", "shutdownGracePeriodCriticalPods": "0s",
         "serializeImagePulls": False,
     }
@@ -339,8 +341,18 @@ def teardown(node: RealNode) -> None:
         if os.system(f"umount '{mount_point}' 2>/dev/null") != 0:
             os.system(f"umount -l '{mount_point}' 2>/dev/null")
     _remove_cgroup_root(node.cgroup_root)
+    for link in _container_log_links(node):
+        link.unlink(missing_ok=True)
     network.delete_node_netns(node.addr)
     shutil.rmtree(node.dir, ignore_errors=True)
+
+
+def _container_log_links(node: RealNode) -> list[Path]:
+    """The kubelet's /var/log/containers symlinks into this node's pod logs."""
+    links = Path("/var/log/containers")
+    prefix = str(node.dir / "pod-logs")
+    return [p for p in links.glob("*.log") if p.is_symlink() and os.readlink(p).startswith(prefix)] \
+        if links.exists() else []
 
 
 def leftovers(node: RealNode) -> list[str]:
@@ -351,5 +363,6 @@ def leftovers(node: RealNode) -> list[str]:
     left += [f"cgroup {h / node.cgroup_root}" for h in _cgroup_hierarchies() if (h / node.cgroup_root).exists()]
     left += [f"netns {node.addr.netns}"] if network.netns_exists(node.addr.netns) else []
     left += [f"link {node.addr.host_if}"] if Path("/sys/class/net", node.addr.host_if).exists() else []
+    left += [f"log link {link}" for link in _container_log_links(node)]
     left += [f"directory {node.dir}"] if node.dir.exists() else []
     return left

@@ -22,8 +22,9 @@ hash_of() { sha256sum | cut -c1-16; }
 deps_list="$(cd "$repo" && python3 -c 'import tomllib;print("\n".join(tomllib.load(open("pyproject.toml","rb"))["project"]["dependencies"]))')"
 deps_key="$( { sed -n '/^# --- deps recipe: begin/,/^# --- deps recipe: end/p' "$here/build.sh"
                echo "$deps_list"; echo "$DEBIAN_SUITE"; } | hash_of)"
-# The dev-cluster harness (devcluster/) is in the wheel but never runs in a pod: editing it rebuilds nothing.
-app_sources=(pyproject.toml README.md speculation runtime simulator operator cli)
+# The dev-cluster harness (devcluster/) and README are in the wheel but never used in a pod: editing them
+# rebuilds nothing.
+app_sources=(pyproject.toml speculation runtime simulator operator cli)
 app_key="$( { echo "$deps_key"; cat "$here/build.sh"; cd "$repo" && find "${app_sources[@]}" -type f ! -path '*/__pycache__/*' \
   ! -name '*.pyc' ! -path '*.egg-info*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum; } | hash_of)"
 layout="$cache/oci"

@@ -34,6 +34,9 @@ class DraftMetrics:
         self.itl = Histogram("dsd_inter_token_latency_seconds", "Time between output tokens of a request.",
                              buckets=_LATENCY_BUCKETS, registry=registry)
         self.gamma = Gauge("dsd_gamma", "Current speculation window.", registry=registry)
+        self.configured_gamma = Gauge("dsd_configured_gamma", "Window the configuration asks for (static gamma, "
+                                      "or the adaptive policy's start); changes with the ConfigMap or control RPC.",
+                                      registry=registry)
         self.active_requests = Gauge("dsd_active_requests", "Requests being generated.", registry=registry)
         self.requests = Counter("dsd_requests_total", "HTTP requests by endpoint and status code.",
                                 ["endpoint", "code"], registry=registry)

@@ -66,6 +66,8 @@ class DraftEngine:
         self.registry = registry or CollectorRegistry()
         self.metrics = DraftMetrics(self.registry)
         self.metrics.gamma.set(window.gamma)
+        self.metrics.configured_gamma.set(window.gamma)
+        self.window.on_change = self._publish_window
         self.drafting = DraftingState()  # the cross-request cache of the model-free proposers
         self.target_name = ""
         self.target_max_context = draft.lm.max_context if draft.lm is not None else 2048
@@ -79,6 +81,11 @@ class DraftEngine:
         # The target's, once connected: generation stops at any of these ids; chat uses its template.
         self.eos_token_ids = frozenset(draft.eos_token_ids)
         self.chat_template = draft.chat_template
+
+    def _publish_window(self, config: WindowConfig) -> None:
+        self.metrics.configured_gamma.set(config.gamma)
+        if config.policy == "static":
+            self.metrics.gamma.set(config.gamma)
 
     def set_sampling_defaults(self, params: SamplingParams) -> None:
         self.sampling_defaults = params

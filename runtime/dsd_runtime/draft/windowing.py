@@ -8,6 +8,7 @@ The configuration changes at run time (control RPC, watched config file) without
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from dsd_spec import VerifyCostModel, WindowBounds, WindowEstimator
@@ -45,6 +46,7 @@ class WindowController:
         self._lock = threading.Lock()
         self.estimator = WindowEstimator()
         self._current = config.gamma
+        self.on_change: Callable[[WindowConfig], None] | None = None  # e.g. to publish the new window as a metric
 
     @property
     def config(self) -> WindowConfig:
@@ -59,7 +61,9 @@ class WindowController:
             self._current = min(max(self._current, new.gamma_min), new.gamma_max)
             if new.policy == "static":
                 self._current = new.gamma
-            return new
+        if self.on_change is not None:
+            self.on_change(new)
+        return new
 
     def _check(self, config: WindowConfig) -> None:
         if config.proposer == "model" and not self.has_model:

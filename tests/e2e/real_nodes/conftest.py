@@ -57,7 +57,8 @@ def real_operator(real_cluster: ClusterInfo) -> Iterator[InClusterOperator]:
     assert real_cluster.handle is not None
     install_chart(real_cluster, "replicaCount=1", f"image.repository={RUNTIME_IMAGE.rsplit(':', 1)[0]}",
                   f"image.tag={RUNTIME_IMAGE.rsplit(':', 1)[1]}", "image.pullPolicy=Never", "resyncSeconds=5",
-                  "nodeSelector.dsd\\.dev/real-node=true", f"prometheusUrl={real_cluster.handle.prometheus_url}")
+                  f"prometheusUrl={real_cluster.handle.prometheus_url}",
+                  string_values=("nodeSelector.dsd\\.dev/real-node=true",))
     operator = InClusterOperator(real_cluster)
     try:
         wait_for(lambda: _available(real_cluster), 180, "the operator Deployment Available on a real node",

@@ -151,7 +151,8 @@ def test_a_gamma_change_reaches_the_running_draft_without_a_restart(deployed: Ds
         with port_forward(deployed.cluster, deployed.namespace, f"pod/{before.metadata.name}", 8000) as port, \
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
             text = r.read().decode()
-        gamma = next(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == "dsd_gamma")
+        gamma = next(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                     if s.name == "dsd_configured_gamma")
         return gamma if gamma == 6 else None
 
     # A ConfigMap volume is refreshed by the kubelet's periodic sync (about a minute).

@@ -48,12 +48,12 @@ def kubectl(cluster: ClusterInfo, *args: str, input_text: str | None = None, che
     return proc
 
 
-def install_chart(cluster: ClusterInfo, *values: str) -> None:
+def install_chart(cluster: ClusterInfo, *values: str, string_values: tuple[str, ...] = ()) -> None:
     """`helm install` of charts/dsd-operator (CRDs + RBAC), replacing an earlier release; waits for the CRDs."""
     helm = [tool("helm"), "--kubeconfig", str(cluster.kubeconfig)]
     subprocess.run([*helm, "uninstall", RELEASE, "-n", RELEASE_NS, "--ignore-not-found"], capture_output=True,
                    check=False)
-    sets = [arg for v in values for arg in ("--set", v)]
+    sets = [arg for v in values for arg in ("--set", v)] + [a for v in string_values for a in ("--set-string", v)]
     proc = subprocess.run([*helm, "install", RELEASE, str(REPO / "charts" / "dsd-operator"), "-n", RELEASE_NS,
                            "--create-namespace", *sets, "--wait", "--timeout", "180s"],
                           capture_output=True, text=True, check=False)

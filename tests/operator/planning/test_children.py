@@ -101,3 +101,14 @@ def test_every_child_is_owned_and_labelled():
 def test_node_port_exposure():
     svc = _by_key(_spec(api={"serviceType": "NodePort", "nodePort": 30080}))["Service/llm-draft"]["spec"]
     assert svc["type"] == "NodePort" and svc["ports"][0]["nodePort"] == 30080
+
+
+def test_an_omitted_draft_model_means_model_free_drafting_with_the_targets_tokenizer():
+    spec = api.DSDDeploymentSpec.model_validate({"target": {"model": {"pvc": {"claimName": "weights",
+                                                                               "subPath": "llama"}}}})
+    pod = _pod(spec, "draft")
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--model") + 1] == "none"
+    assert args[args.index("--tokenizer") + 1] == "/models/llama"
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == ["weights"], "the tokenizer is read from the target's volume"

@@ -74,3 +74,24 @@ def test_window_controller_stops_drafting_ahead_when_windows_keep_failing():
         good.observe(4, 4, 0.010, 0.060)
     assert not bad.draft_ahead(4)
     assert good.draft_ahead(4)
+
+
+def test_a_config_change_is_published_as_the_configured_gamma_metric(tmp_path, tiny_models):
+    from prometheus_client import CollectorRegistry
+
+    from dsd_runtime.common import models
+    from dsd_runtime.draft.engine import DraftEngine
+
+    registry = CollectorRegistry()
+    tokenizer_only = models.load_tokenizer(str(tiny_models["target"]))
+    engine = DraftEngine(tokenizer_only, "127.0.0.1:1", WindowConfig(gamma=4, proposer="hybrid"), registry=registry)
+    path = tmp_path / "runtime.yaml"
+    watcher = ConfigWatcher(path, engine.window)
+    path.write_text("window:\n  gamma: 6\n")
+    assert watcher.check_once()
+    assert registry.get_sample_value("dsd_configured_gamma") == 6
+    assert registry.get_sample_value("dsd_gamma") == 6, "a static window is the current window"
+    watcher.start()
+    watcher.stop()
+    watcher.join(5)
+    assert not watcher.is_alive(), "the watcher thread stops (its stop event must not shadow Thread._stop)"
