@@ -85,26 +85,24 @@ def _make_cgroup_root(name: str) -> None:
                 (d / knob).write_text((hierarchy / knob).read_text())
 
 
+def _cgroup_dirs(name: str) -> list[Path]:
+    """Every cgroup under the node's roots, deepest first. os.walk, since the kubelet removes cgroups meanwhile."""
+    dirs = [Path(d) for hierarchy in _cgroup_hierarchies() for d, _, _ in os.walk(hierarchy / name)]
+    return sorted(dirs, key=lambda p: len(p.parts), reverse=True)
+
+
 def _cgroup_pids(name: str) -> set[int]:
     pids: set[int] = set()
-    for hierarchy in _cgroup_hierarchies():
-        root = hierarchy / name
-        if root.exists():
-            for procs in root.rglob("cgroup.procs"):
-                with contextlib.suppress(OSError):
-                    pids |= {int(p) for p in procs.read_text().split()}
+    for d in _cgroup_dirs(name):
+        with contextlib.suppress(OSError):
+            pids |= {int(p) for p in (d / "cgroup.procs").read_text().split()}
     return pids
 
 
 def _remove_cgroup_root(name: str) -> None:
-    for hierarchy in _cgroup_hierarchies():
-        root = hierarchy / name
-        if root.exists():
-            for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-                with contextlib.suppress(OSError):
-                    d.rmdir()
-            with contextlib.suppress(OSError):
-                root.rmdir()
+    for d in _cgroup_dirs(name):
+        with contextlib.suppress(OSError):
+            d.rmdir()
 
 
 def _mounts_under(directory: Path) -> list[str]:
