@@ -88,6 +88,8 @@ class ClusterHandle:
         if not state.exists():
             return None
         data: dict[str, Any] = json.loads(state.read_text())
+        if "ports" not in data:  # another harness state beside the clusters (a Prometheus's directory)
+            return None
         data["directory"] = Path(data["directory"])
         return cls(**data)
 

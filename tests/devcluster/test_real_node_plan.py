@@ -71,3 +71,13 @@ def test_pod_discovery_keeps_only_annotated_pods_on_real_nodes():
             "action": "keep"} in keep
     assert any(r["regex"] == "(edge-0|gpu-0)" for r in keep)
     assert job["kubernetes_sd_configs"] == [{"role": "pod", "kubeconfig_file": "/k/config"}]
+
+
+def test_a_node_file_can_mix_real_and_kwok_groups(tmp_path):
+    path = tmp_path / "nodes.yaml"
+    path.write_text("nodes:\n"
+                    "  - {name: edge, count: 2, real: true, labels: {dsd.dev/tier: edge}}\n"
+                    "  - {name: edge-sim, count: 3, labels: {dsd.dev/tier: edge}}\n")
+    node_set = load_node_set(path)
+    assert [s["name"] for s in real_node_specs(node_set)] == ["edge-0", "edge-1"]
+    assert [m["metadata"]["name"] for m in node_manifests(node_set)] == ["edge-sim-0", "edge-sim-1", "edge-sim-2"]

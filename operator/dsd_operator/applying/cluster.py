@@ -36,9 +36,14 @@ def _same_scalar(actual: Any, desired: Any) -> bool:
 
 
 def covers(actual: Any, desired: Any) -> bool:
-    """True when every field of `desired` has the same value in `actual` (server defaults may add more)."""
+    """True when every field of `desired` has the same value in `actual` (server defaults may add more).
+
+    An empty list or map in `desired` is covered by an absent field: the API server drops empty lists and maps
+    (`tolerations: []`), and counting that as drift would re-apply the object on every reconcile.
+    """
     if isinstance(desired, dict):
-        return isinstance(actual, dict) and all(k in actual and covers(actual[k], v) for k, v in desired.items())
+        return isinstance(actual, dict) and all(
+            covers(actual[k], v) if k in actual else v in ([], {}) for k, v in desired.items())
     if isinstance(desired, list):
         return (isinstance(actual, list) and len(actual) == len(desired)
                 and all(covers(a, d) for a, d in zip(actual, desired, strict=True)))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from kubernetes import config
 
-from dsd_devcluster import start_cluster, stop_cluster
+from dsd_devcluster import ClusterHandle, start_cluster, stop_cluster
 from dsd_devcluster.images import RUNTIME_IMAGE
 from tests.conftest import ClusterInfo
 from tests.operator.e2e.conftest import RELEASE, RELEASE_NS, Dsd, install_chart, tool, uninstall_chart
@@ -65,7 +65,12 @@ def real_operator(real_cluster: ClusterInfo) -> Iterator[InClusterOperator]:
                  interval_s=1)
         yield operator
     finally:
-        uninstall_chart(real_cluster)
+        if _still_up():
+            uninstall_chart(real_cluster)
+
+
+def _still_up() -> bool:
+    return ClusterHandle.load(REAL_CLUSTER) is not None
 
 
 def _available(cluster: ClusterInfo) -> bool:
@@ -78,7 +83,8 @@ def real_namespace(real_cluster: ClusterInfo) -> Iterator[str]:
     name = f"real-{os.getpid() % 100000}"
     real_cluster.core.create_namespace({"metadata": {"name": name}})
     yield name
-    real_cluster.core.delete_namespace(name)
+    if _still_up():  # the module's last test takes the cluster down
+        real_cluster.core.delete_namespace(name)
 
 
 @pytest.fixture(scope="module")

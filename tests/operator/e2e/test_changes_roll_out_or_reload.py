@@ -38,7 +38,10 @@ def test_gamma_change_updates_the_configmap_and_restarts_nothing(cluster, dsd, n
 
 
 def test_target_model_change_rolls_out_the_target_only(cluster, dsd, namespace):
-    dsd.create(sample("minimal"))
+    # With a draft model of its own (a model-free draft reads the target's tokenizer, so it follows the target).
+    body = sample("minimal")
+    body["spec"]["draft"] = {"model": {"uri": "builtin:smollm2-135m-draft"}}
+    dsd.create(body)
     dsd.wait_condition("smollm2", "Ready", "True")
     old_target = {p.metadata.uid for p in dsd.pods("smollm2", "target")}
     draft_pods, generations = {p.metadata.uid for p in dsd.pods("smollm2", "draft")}, _generations(

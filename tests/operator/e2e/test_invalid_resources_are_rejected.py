@@ -35,7 +35,6 @@ def _with(path: str, value: Any) -> dict[str, Any]:
 
 CASES = [
     ("no target", _with("spec.target", None), "spec.target: Required value"),
-    ("no draft", _with("spec.draft", None), "spec.draft: Required value"),
     ("no model", _with("spec.target.model", None), "spec.target.model: Required value"),
     ("empty model", _with("spec.draft.model", {}), "spec.draft.model: Invalid value"),
     ("two model sources", _with("spec.target.model", {"path": "/m", "uri": "builtin:x"}),
@@ -80,6 +79,6 @@ def test_the_valid_base_is_accepted(cluster, chart_release, namespace):
 
 def test_kubectl_explain_teaches_the_api(cluster, chart_release):
     out = kubectl(cluster, "explain", "dsd.spec.draft").stdout
-    assert "edgeTaintKey" in out and "draft: the small model near users" in out
+    assert "edgeTaintKey" in out and "draft: the drafting role near users" in out
     out = kubectl(cluster, "explain", "dsd.spec.speculation.gamma").stdout
     assert "gamma: draft tokens per verification round" in out

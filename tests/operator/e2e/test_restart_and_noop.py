@@ -11,10 +11,10 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.cluster
 
 
-def _snapshot(cluster, dsd, namespace: str) -> dict[str, str]:
+def _snapshot(cluster, dsd, namespace: str, name: str) -> dict[str, str]:
     """kind/name -> resourceVersion of the resource and everything it owns, plus pod uids."""
-    selector = "dsd.dev/deployment=smollm2"
-    out = {"DSDDeployment/smollm2": dsd.get("smollm2")["metadata"]["resourceVersion"]}
+    selector = f"dsd.dev/deployment={name}"
+    out = {f"DSDDeployment/{name}": dsd.get(name)["metadata"]["resourceVersion"]}
     for d in cluster.apps.list_namespaced_deployment(namespace, label_selector=selector).items:
         out[f"Deployment/{d.metadata.name}"] = d.metadata.resource_version
     for s in cluster.core.list_namespaced_service(namespace, label_selector=selector).items:
@@ -29,23 +29,27 @@ def _snapshot(cluster, dsd, namespace: str) -> dict[str, str]:
     return out
 
 
-def test_restarted_operator_writes_nothing_and_duplicates_nothing(cluster, dsd, namespace, operator):
-    dsd.create(sample("minimal"))
-    dsd.wait_condition("smollm2", "Ready", "True")
-    dsd.wait_condition("smollm2", "Progressing", "False")
-    before = _snapshot(cluster, dsd, namespace)
+@pytest.mark.parametrize("sample_name", ["minimal", "cpu-edge"])  # full.yaml needs a PVC to become Ready
+def test_restarted_operator_writes_nothing_and_duplicates_nothing(cluster, dsd, namespace, operator, sample_name):
+    """Every sample: list-valued fields the API server drops (cpu-edge's `tolerations: []`) are no drift."""
+    body = sample(sample_name)
+    name = body["metadata"]["name"]
+    dsd.create(body)
+    dsd.wait_condition(name, "Ready", "True")
+    dsd.wait_condition(name, "Progressing", "False")
+    before = _snapshot(cluster, dsd, namespace, name)
     assert len([k for k in before if k.startswith("Deployment/")]) == 2
 
     operator.stop()
     operator.start()
     # The new process reconciles on its initial listing, then every resync (2 s): wait for several passes.
-    wait_for(lambda: operator.counter("dsd_operator_reconciles_total", namespace=namespace, name="smollm2") >= 3,
+    wait_for(lambda: operator.counter("dsd_operator_reconciles_total", namespace=namespace, name=name) >= 3,
              60, "three reconciles by the restarted operator")
 
     # In a quiet world only the periodic resync reconciles: three more passes prove it runs (every 2 s here).
-    seen = operator.counter("dsd_operator_reconciles_total", namespace=namespace, name="smollm2")
-    wait_for(lambda: operator.counter("dsd_operator_reconciles_total", namespace=namespace, name="smollm2")
+    seen = operator.counter("dsd_operator_reconciles_total", namespace=namespace, name=name)
+    wait_for(lambda: operator.counter("dsd_operator_reconciles_total", namespace=namespace, name=name)
              >= seen + 3, 30, "three resync passes")
 
     assert operator.counter("dsd_operator_api_writes_total", namespace=namespace) == 0
-    assert _snapshot(cluster, dsd, namespace) == before
+    assert _snapshot(cluster, dsd, namespace, name) == before
