@@ -151,11 +151,18 @@ def _pod_template(owner: Owner, spec: api.DSDDeploymentSpec, role: str) -> Manif
         **placing.pod_placement(spec, owner.name, role)}}
 
 
+# Targets hold GPUs: a surge pod would wait for a GPU the old pod holds (one replica, one free GPU: the rollout never
+# finishes). Replace one pod at a time instead; drafts keep the default surge (they need no scarce device).
+TARGET_STRATEGY = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+
+
 def deployment(owner: Owner, spec: api.DSDDeploymentSpec, role: str, replicas: int) -> Manifest:
+    body: Manifest = {"replicas": replicas, "selector": {"matchLabels": labels.role_selector(owner.name, role)},
+                      "template": _pod_template(owner, spec, role)}
+    if role == labels.TARGET:
+        body["strategy"] = TARGET_STRATEGY
     return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": owner.metadata(labels.role_object_name(owner.name, role), role),
-            "spec": {"replicas": replicas, "selector": {"matchLabels": labels.role_selector(owner.name, role)},
-                     "template": _pod_template(owner, spec, role)}}
+            "metadata": owner.metadata(labels.role_object_name(owner.name, role), role), "spec": body}
 
 
 def service(owner: Owner, spec: api.DSDDeploymentSpec, role: str) -> Manifest:

@@ -84,3 +84,20 @@ def test_deleting_the_resource_removes_every_child(cluster, dsd, namespace):
     with pytest.raises(ApiException) as e:
         dsd.get("smollm2")
     assert e.value.status == 404
+
+
+def test_a_model_change_completes_when_every_gpu_is_taken(cluster, dsd, namespace):
+    """Two target replicas on the two GPU nodes: no GPU is free for a surge pod, yet the rollout finishes."""
+    body = sample("minimal")
+    body["spec"]["target"]["replicas"] = 2
+    dsd.create(body)
+    dsd.wait_condition("smollm2", "Ready", "True", timeout_s=90)
+    old = {p.metadata.uid for p in dsd.pods("smollm2", "target")}
+    dsd.patch_spec("smollm2", {"target": {"model": {"uri": None, "path": "/models/smollm2-360m"}}})
+
+    def rolled_out() -> bool:
+        pods = [p for p in dsd.pods("smollm2", "target") if p.metadata.deletion_timestamp is None]
+        return len(pods) == 2 and all(p.metadata.uid not in old and p.status.phase == "Running"
+                                      and p.spec.containers[0].args[2] == "/models/smollm2-360m" for p in pods)
+
+    wait_for(rolled_out, 120, "both target pods replaced, one at a time", interval_s=0.5)

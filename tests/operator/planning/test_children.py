@@ -112,3 +112,10 @@ def test_an_omitted_draft_model_means_model_free_drafting_with_the_targets_token
     assert args[args.index("--tokenizer") + 1] == "/models/llama"
     claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
     assert claims == ["weights"], "the tokenizer is read from the target's volume"
+
+
+def test_targets_roll_out_without_a_surge_pod_so_one_free_gpu_is_enough():
+    by_key = _by_key(_spec())
+    assert by_key["Deployment/llm-target"]["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    assert "strategy" not in by_key["Deployment/llm-draft"]["spec"]
