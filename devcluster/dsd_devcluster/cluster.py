@@ -46,18 +46,21 @@ class ClusterHandle:
     def prometheus_name(self) -> str:
         return f"cluster-{self.name}"
 
+    def real_node_list(self) -> list[realnodes.RealNode]:
+        return [realnodes.RealNode(**data) for data in self.real_nodes]
+
     def real_node(self, name: str) -> realnodes.RealNode:
-        for data in self.real_nodes:
-            if data["name"] == name:
-                return realnodes.RealNode(**data)
+        for node in self.real_node_list():
+            if node.name == name:
+                return node
         raise KeyError(f"{name!r} is not a real node of cluster {self.name!r}")
 
-    def saver(self, node: realnodes.RealNode) -> Any:
-        """A callback that writes `node`'s current pids back into the state file."""
+    def saver(self, node: realnodes.RealNode) -> realnodes.Save:
+        """A callback that writes `node` (its current pids) into the state file, adding it the first time."""
         def save() -> None:
-            self.real_nodes = [node.to_json() if d["name"] == node.name else d for d in self.real_nodes]
-            if all(d["name"] != node.name for d in self.real_nodes):
-                self.real_nodes.append(node.to_json())
+            by_name = {d["name"]: d for d in self.real_nodes}  # keeps the nodes' order (`up` compares it)
+            by_name[node.name] = node.to_json()
+            self.real_nodes = list(by_name.values())
             self.save()
         return save
 
@@ -88,8 +91,6 @@ class ClusterHandle:
         if not state.exists():
             return None
         data: dict[str, Any] = json.loads(state.read_text())
-        if "ports" not in data:  # another harness state beside the clusters (a Prometheus's directory)
-            return None
         data["directory"] = Path(data["directory"])
         return cls(**data)
 
@@ -224,7 +225,7 @@ def start_cluster(name: str = "dsd", nodes_file: Path | None = None,
             components += [
                 cluster_services.apiserver_forwarder(plan.gateway, ports.apiserver),
                 cluster_services.coredns(toolchain.path("coredns"), directory, plan.gateway, handle.kubeconfig,
-                                         f"dsd-{name}", Ports.allocate().etcd),
+                                         processes.free_port()),
             ]
         for comp in components:
             _say(f"starting {comp.name}")
@@ -247,8 +248,7 @@ def start_cluster(name: str = "dsd", nodes_file: Path | None = None,
     except Exception:
         _say("start failed; component log tails follow")
         print(handle.log_tails(), flush=True)
-        for data in handle.real_nodes:
-            node = realnodes.RealNode(**data)
+        for node in handle.real_node_list():
             for daemon in node.pids:
                 print(f"----- {node.name}/{daemon} -----\n{processes.log_tail(node.log(daemon), 20)}", flush=True)
         stop_cluster(name)
@@ -269,8 +269,8 @@ def stop_cluster(name: str = "dsd", keep_data: bool = False) -> bool:
         return False
     if handle is not None:
         stop_prometheus(handle.prometheus_name)
-        for data in handle.real_nodes:
-            realnodes.teardown(realnodes.RealNode(**data))
+        for node in handle.real_node_list():
+            realnodes.teardown(node)
         for comp in reversed(list(handle.pids)):
             processes.stop(handle.pids[comp])
         if handle.network_slot is not None:

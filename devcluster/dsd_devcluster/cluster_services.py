@@ -24,7 +24,7 @@ def apiserver_forwarder(gateway: str, port: int) -> Component:
     )
 
 
-def coredns(binary: Path, run_dir: Path, gateway: str, kubeconfig: Path, context: str, health_port: int) -> Component:
+def coredns(binary: Path, run_dir: Path, gateway: str, kubeconfig: Path, health_port: int) -> Component:
     corefile = run_dir / "Corefile"
     corefile.write_text(f""".:53 {{
     bind {gateway}
@@ -32,7 +32,7 @@ def coredns(binary: Path, run_dir: Path, gateway: str, kubeconfig: Path, context
     health 127.0.0.1:{health_port}
     ready
     kubernetes cluster.local in-addr.arpa ip6.arpa {{
-        kubeconfig {kubeconfig} {context}
+        kubeconfig {kubeconfig}
         pods insecure
         fallthrough in-addr.arpa ip6.arpa
         ttl 5

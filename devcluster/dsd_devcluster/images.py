@@ -61,8 +61,7 @@ def runtime_image() -> Path:
     """Builds (or finds cached) the runtime image; returns its OCI layout. Streams progress to stderr."""
     script = paths.repo_root() / "hack" / "runtime-image" / "build.sh"
     t0 = time.monotonic()
-    proc = subprocess.run(["bash", str(script)], stdout=subprocess.PIPE, text=True, check=False,
-                          env=None)
+    proc = subprocess.run(["bash", str(script)], stdout=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:
         raise ImageError(f"building the runtime image failed (exit {proc.returncode}); see its output above")
     layout = Path(proc.stdout.strip().splitlines()[-1])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import time
@@ -36,6 +37,13 @@ def start_detached(argv: list[str], log_path: Path, env: dict[str, str] | None =
             start_new_session=True,
         )
     return proc.pid
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on `host` now (the component that binds it next is started right after)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def is_alive(pid: int) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +46,11 @@ def _binary() -> str:
             ".ci/run does this"
         )
     return found
+
+
+def _directory(name: str) -> Path:
+    """Beside the clusters, in a directory no cluster name can take (a name cannot start with a dot)."""
+    return paths.clusters_home() / ".prometheus" / paths.validate_cluster_name(name)
 
 
 def scrape_config(targets: dict[str, list[str]], scrape_interval_s: float) -> dict[str, object]:
@@ -102,12 +106,10 @@ def start_prometheus(name: str, targets: dict[str, list[str]], port: int = 0,
                      binary: Path | None = None, host: str = "127.0.0.1") -> PrometheusHandle:
     """Starts Prometheus `name` (its own directory, port and TSDB); replaces one already running."""
     stop_prometheus(name)
-    directory = paths.clusters_home() / f"prometheus-{paths.validate_cluster_name(name)}"
+    directory = _directory(name)
     directory.mkdir(parents=True, exist_ok=True)
     if port == 0:
-        with socket.socket() as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
+        port = processes.free_port(host)
     config_path = directory / "prometheus.yml"
     config = scrape_config(targets, scrape_interval_s)
     config["scrape_configs"] = [*config["scrape_configs"], *(extra_jobs or [])]  # type: ignore[misc]
@@ -127,7 +129,7 @@ def start_prometheus(name: str, targets: dict[str, list[str]], port: int = 0,
 
 
 def stop_prometheus(name: str) -> bool:
-    directory = paths.clusters_home() / f"prometheus-{paths.validate_cluster_name(name)}"
+    directory = _directory(name)
     state = directory / "state.json"
     if not state.exists():
         return False

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from dsd_devcluster.network import NodeAddresses
 from dsd_devcluster.pki import Pki, issue_client_cert, write_kubeconfig
 
 REAL_NODE_LABEL = "dsd.dev/real-node"
-CGROUP_FS = Path("/sys/fs/cgroup")
+Save = Callable[[], None]  # writes a node's changed pids back into the cluster's state file
 
 
 @dataclass
@@ -103,6 +104,13 @@ def _remove_cgroup_root(name: str) -> None:
     for d in _cgroup_dirs(name):
         with contextlib.suppress(OSError):
             d.rmdir()
+
+
+def _unmount_all(directory: Path) -> None:
+    """Unmounts everything under `directory`, deepest first (lazily where a mount is still busy)."""
+    for mount_point in _mounts_under(directory):
+        if subprocess.run(["umount", mount_point], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", mount_point], capture_output=True, check=False)
 
 
 def _mounts_under(directory: Path) -> list[str]:
@@ -249,8 +257,7 @@ def image_store(layouts: dict[str, Path], cache: Path) -> Path:
             print(f"[dsd dev cluster] node image store: imported {name} in {time.monotonic() - t0:.0f}s", flush=True)
     finally:
         processes.stop(pid)
-    for mount_point in _mounts_under(store):
-        os.system(f"umount -l '{mount_point}' 2>/dev/null")
+        _unmount_all(store)
     (store / "done").touch()
     for old in previous:
         shutil.rmtree(old, ignore_errors=True)
@@ -274,7 +281,7 @@ def _nsenter(node: RealNode, argv: list[str]) -> list[str]:
     return ["nsenter", f"--net=/var/run/netns/{node.addr.netns}", "--", *argv]
 
 
-def _start(node: RealNode, daemon: str, argv: list[str], save: Any) -> int:
+def _start(node: RealNode, daemon: str, argv: list[str], save: Save) -> int:
     pid = processes.start_detached(_nsenter(node, argv), node.log(daemon), cwd=node.dir)
     node.pids[daemon] = pid
     save()
@@ -282,7 +289,7 @@ def _start(node: RealNode, daemon: str, argv: list[str], save: Any) -> int:
 
 
 def create(node: RealNode, bin_dir: Path, pki: Pki, cluster: str, api_port: int, gateway: str,
-           store: Path, save: Any) -> None:
+           store: Path, save: Save) -> None:
     """Brings the node's namespace, containerd (its images seeded from `store`), kubelet and kube-proxy up."""
     for sub in ("containerd", "kubelet", "logs", "cni"):
         (node.dir / sub).mkdir(parents=True, exist_ok=True)
@@ -309,13 +316,13 @@ def create(node: RealNode, bin_dir: Path, pki: Pki, cluster: str, api_port: int,
                                 "--v=1"], save)
 
 
-def stop_kubelet(node: RealNode, save: Any) -> None:
+def stop_kubelet(node: RealNode, save: Save) -> None:
     """Stops the kubelet only (containers keep running, as when a node's agent dies): the node goes NotReady."""
     processes.stop(node.pids.pop("kubelet", 0))
     save()
 
 
-def start_kubelet(node: RealNode, save: Any) -> None:
+def start_kubelet(node: RealNode, save: Save) -> None:
     if processes.is_alive(node.pids.get("kubelet", -1)):
         return
     _start(node, "kubelet", json.loads((node.dir / "kubelet.argv").read_text()), save)
@@ -335,9 +342,7 @@ def teardown(node: RealNode) -> None:
     deadline = time.monotonic() + 10
     while _cgroup_pids(node.cgroup_root) and time.monotonic() < deadline:
         time.sleep(0.1)
-    for mount_point in _mounts_under(node.dir):
-        if os.system(f"umount '{mount_point}' 2>/dev/null") != 0:
-            os.system(f"umount -l '{mount_point}' 2>/dev/null")
+    _unmount_all(node.dir)
     _remove_cgroup_root(node.cgroup_root)
     for link in _container_log_links(node):
         link.unlink(missing_ok=True)

@@ -224,7 +224,7 @@ def test_a_stopped_kubelet_turns_its_node_not_ready_and_recovers(real_cluster: C
 def test_down_leaves_nothing_behind(real_cluster: ClusterInfo):
     handle = ClusterHandle.load(REAL_CLUSTER)
     assert handle is not None and handle.real_nodes
-    nodes = [realnodes.RealNode(**d) for d in handle.real_nodes]
+    nodes = handle.real_node_list()
     plan = network.SlotPlan(handle.network_slot)  # type: ignore[arg-type]
     others = [c for c in network._read_host_state()["users"] if c != REAL_CLUSTER]
     saved_sysctls = network._read_host_state()["sysctls"]
