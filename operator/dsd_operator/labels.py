@@ -53,6 +53,7 @@ class Condition:
     DRAFT_READY: Final = "DraftReady"
     PROGRESSING: Final = "Progressing"
     DEGRADED: Final = "Degraded"
+    METRICS_AVAILABLE: Final = "MetricsAvailable"
 
 
 class Reason:
@@ -72,3 +73,9 @@ class Reason:
     CONFIG_UPDATED: Final = "SpeculationConfigUpdated"
     SCALED: Final = "Scaled"
     INVALID_SPEC: Final = "InvalidSpec"
+    APPLY_FAILED: Final = "ApplyFailed"
+    METRICS_READ: Final = "MetricsRead"
+    NO_TRAFFIC: Final = "NoTraffic"
+    SPECULATION: Final = "SpeculationTuned"
+    PLACEMENT: Final = "DraftsMoved"
+    AUTOSCALED: Final = "Autoscaled"

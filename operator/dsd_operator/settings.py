@@ -19,4 +19,4 @@ class OperatorSettings(BaseSettings):
     workers: int = Field(8, ge=1, description="Threads running reconciles (kopf's sync handler pool).")
     prometheus_url: str = Field("", pattern=r"^(https?://\S+)?$", description=(
         "Prometheus for DSDDeployments whose spec.metrics.prometheusUrl is empty (e.g. a dev cluster's "
-        "PROMETHEUS_URL); empty = none. Recorded for the metrics-driven loop, which does not exist yet."))
+        "PROMETHEUS_URL); empty = none: the metrics loop then runs only where the spec names a Prometheus."))

@@ -24,6 +24,11 @@ class DraftMetrics:
         per_pos = Counter("dsd_draft_tokens_accepted_per_position_total",
                           "Draft tokens accepted, by 1-based window position.", ["position"], registry=registry)
         self.accepted_at = [per_pos.labels(position=str(i + 1)) for i in range(MAX_POSITION_LABELS)]
+        reached = Counter("dsd_draft_tokens_reached_per_position_total",
+                          "Draft tokens the target judged, by 1-based window position (every earlier one was "
+                          "accepted); accepted / reached at a position is its conditional acceptance rate.",
+                          ["position"], registry=registry)
+        self.reached_at = [reached.labels(position=str(i + 1)) for i in range(MAX_POSITION_LABELS)]
         self.rounds = Counter("dsd_speculation_rounds_total", "Verify rounds completed.", registry=registry)
         self.verify_rtt = Histogram("dsd_verify_rtt_seconds", "Verify round trip seen by the draft.",
                                     buckets=_LATENCY_BUCKETS, registry=registry)
@@ -59,8 +64,10 @@ class DraftMetrics:
 
 class TargetMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.verify_compute = Histogram("dsd_target_verify_compute_seconds", "Target compute per verify round.",
-                                        buckets=_LATENCY_BUCKETS, registry=registry)
+        compute = Histogram("dsd_target_verify_compute_seconds", "Target compute per verify round, by positions "
+                            "verified (window + 1; the last label counts every larger window).", ["positions"],
+                            buckets=_LATENCY_BUCKETS, registry=registry)
+        self.verify_compute = [compute.labels(positions=str(k)) for k in range(1, MAX_POSITION_LABELS + 2)]
         self.active_sessions = Gauge("dsd_target_active_sessions", "Sessions with a KV cache.", registry=registry)
         self.cached_tokens = Gauge("dsd_target_cached_tokens", "Tokens held in KV caches.", registry=registry)
         self.reprefills = Counter("dsd_target_reprefills_total", "Sessions rebuilt from draft-sent context.",
@@ -69,6 +76,7 @@ class TargetMetrics:
         codes = Counter("dsd_target_requests_total", "Verify RPCs by gRPC status code.", ["code"],
                         registry=registry)
         self.requests_ok = codes.labels(code="OK")
+        self.queued = Gauge("dsd_target_queued_rounds", "Verify rounds waiting for the model.", registry=registry)
         self.requests_by_code = codes
         self.tokens_verified = Counter("dsd_target_tokens_verified_total", "Positions verified (window + 1).",
                                        registry=registry)

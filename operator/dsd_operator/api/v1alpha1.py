@@ -90,6 +90,20 @@ class EnvVar(_Model):
     value: str = Field("", description="value: environment variable value.")
 
 
+class Autoscaling(_Model):
+    """Bounds of the operator's metric-driven replicas for one role (needs spec.slo and Prometheus)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        _cel("self.minReplicas <= self.maxReplicas", "minReplicas must be <= maxReplicas", ".minReplicas"),
+    ]})
+
+    min_replicas: int = Field(1, ge=1, le=1000, description=(
+        "minReplicas: fewest replicas the loop scales to (never 0: a missing metric must not stop serving)."))
+    max_replicas: int = Field(ge=1, le=1000, description="maxReplicas: most replicas the loop scales to.")
+    requests_per_replica: int = Field(8, ge=1, le=10000, description=(
+        "requestsPerReplica: draft only: concurrent requests one draft pod should carry (its queueing target)."))
+
+
 class _Role(_Model):
     image: str = Field(DEFAULT_IMAGE, min_length=1, description="image: the DSD runtime image.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
@@ -102,6 +116,10 @@ class _Role(_Model):
     args: list[str] = Field(default_factory=list, description=(
         "args: extra runtime arguments appended to the role's command line (e.g. --max-sessions=128)."))
     env: list[EnvVar] = Field(default_factory=list, description="env: extra environment variables.")
+    autoscaling: Autoscaling | None = Field(None, description=(
+        "autoscaling: let the metrics loop set this role's replicas within these bounds against spec.slo. "
+        "Omitted, or an HPA/KEDA ScaledObject pointing at the role's DSDRoleScaler: the loop leaves replicas "
+        "alone."))
 
 
 class TargetRole(_Role):
@@ -167,6 +185,29 @@ class Metrics(_Model):
     scrape: bool = Field(True, description="scrape: annotate pods with prometheus.io/scrape, port and path.")
 
 
+class Autotune(_Model):
+    """The metrics-driven loop: observe Prometheus, decide gamma / mode / replicas / placement, act."""
+
+    enabled: bool = Field(True, description=(
+        "enabled: run the loop when a Prometheus URL is known (spec.metrics.prometheusUrl or the operator's "
+        "default); false keeps spec.speculation as written."))
+    interval_seconds: int = Field(15, ge=1, le=3600, description="intervalSeconds: seconds between decisions.")
+    rate_window_seconds: int = Field(60, ge=5, le=3600, description=(
+        "rateWindowSeconds: the PromQL rate() window the statistics are pooled over."))
+    min_dwell_seconds: int = Field(60, ge=0, le=86400, description=(
+        "minDwellSeconds: a window or mode stays at least this long before the next change (no flapping)."))
+    deadband_percent: int = Field(5, ge=0, le=100, description=(
+        "deadbandPercent: change the window only when the predicted goodput gains more than this."))
+    probe_after_seconds: int = Field(120, ge=10, le=86400, description=(
+        "probeAfterSeconds: in mode off, try speculating again after this long (doubling after each probe "
+        "that did not pay, up to 16x), since acceptance cannot be measured while the target decodes alone."))
+    scale_cooldown_seconds: int = Field(120, ge=0, le=86400, description=(
+        "scaleCooldownSeconds: least time between two replica changes of a role."))
+    node_grace_seconds: int = Field(30, ge=5, le=3600, description=(
+        "nodeGraceSeconds: a draft's node whose kubelet has not renewed its lease (or is NotReady) this long is "
+        "avoided and its drafts move to other edge nodes."))
+
+
 class DSDDeploymentSpec(_Model):
     """spec of a DSDDeployment: a target role on GPU nodes verifying for a draft role on edge nodes."""
 
@@ -184,6 +225,8 @@ class DSDDeploymentSpec(_Model):
     api: Api = Field(default_factory=Api, description="api: exposure of the draft's OpenAI-compatible API.")
     slo: Slo = Field(default_factory=Slo, description="slo: latency targets for the metrics-driven loop.")
     metrics: Metrics = Field(default_factory=Metrics, description="metrics: Prometheus integration.")
+    autotune: Autotune = Field(default_factory=Autotune, description=(
+        "autotune: the metrics-driven loop (gamma, speculation mode, replicas, draft placement)."))
 
 
 class RoleScalerSpec(_Model):
@@ -193,7 +236,8 @@ class RoleScalerSpec(_Model):
 
 
 class Condition(_Model):
-    type: str = Field(description="type: Ready, TargetReady, DraftReady, Progressing or Degraded.")
+    type: str = Field(description=(
+        "type: Ready, TargetReady, DraftReady, Progressing, Degraded or MetricsAvailable."))
     status: Literal["True", "False", "Unknown"] = Field(description="status: True, False or Unknown.")
     reason: str = Field("", description="reason: CamelCase cause, stable for automation.")
     message: str = Field("", description="message: what is happening, for humans.")
@@ -209,6 +253,49 @@ class RoleStatus(_Model):
     summary: str = Field("0/0", description="summary: ready/desired, for kubectl get.")
 
 
+class SpeculationStatus(_Model):
+    gamma: int = Field(0, description="gamma: the largest window a round may send now (the loop's choice).")
+    mode: Literal["speculate", "off"] = Field("speculate", description=(
+        "mode: speculate, or off (the target decodes alone: speculation cannot pay at the measured acceptance "
+        "and round trip)."))
+    reason: str = Field("", description="reason: CamelCase cause of the last decision.")
+    message: str = Field("", description="message: the figures behind the last decision.")
+    since: str = Field("", description="since: when gamma or mode last changed (RFC 3339).")
+    probe_after_seconds: int = Field(0, description=(
+        "probeAfterSeconds: in mode off, seconds after `since` when speculation is tried again."))
+
+
+class MetricsStatus(_Model):
+    acceptance: float | None = Field(None, description="acceptance: accepted / proposed draft tokens.")
+    tokens_per_round: float | None = Field(None, description="tokensPerRound: output tokens per verify round.")
+    ttft_p95_ms: float | None = Field(None, description="ttftP95Ms: time to first token, 95th percentile.")
+    tpot_p95_ms: float | None = Field(None, description="tpotP95Ms: time between output tokens, 95th percentile.")
+    rtt_p90_ms: float | None = Field(None, description=(
+        "rttP90Ms: the drafts' verify round trip (network + queue + target compute), 90th percentile."))
+    requests_per_second: float | None = Field(None, description="requestsPerSecond: completion requests / s.")
+    tokens_per_second: float | None = Field(None, description="tokensPerSecond: output tokens / s, all drafts.")
+    target_utilization: float | None = Field(None, description=(
+        "targetUtilization: fraction of time the target replicas spend computing, averaged over replicas."))
+    sampled_at: str = Field("", description="sampledAt: when Prometheus was queried (RFC 3339).")
+
+
+class AvoidedNode(_Model):
+    node: str = Field(description="node: the node's name.")
+    reason: str = Field("", description="reason: why drafts avoid it (e.g. LeaseExpired, NotReady).")
+    since: str = Field("", description="since: when it was first avoided (RFC 3339).")
+
+
+class PlacementStatus(_Model):
+    avoided_nodes: list[AvoidedNode] = Field(default_factory=list, description=(
+        "avoidedNodes: nodes the drafts' pod template excludes until they are healthy again."))
+
+
+class ScalingStatus(_Model):
+    last_scale_time: str = Field("", description="lastScaleTime: when the loop last changed this role's replicas.")
+    reason: str = Field("", description="reason: why the replicas are what they are.")
+    message: str = Field("", description="message: the figures behind the last replica decision.")
+
+
 class DSDDeploymentStatus(_Model):
     observed_generation: int = Field(0, description="observedGeneration: the last spec generation reconciled.")
     conditions: list[Condition] = Field(default_factory=list, description="conditions: the current state.")
@@ -216,9 +303,16 @@ class DSDDeploymentStatus(_Model):
     draft: RoleStatus = Field(default_factory=RoleStatus, description="draft: replicas of the draft role.")
     gamma: int = Field(0, description="gamma: the window the drafts are configured with now.")
     acceptance: str = Field("", description=(
-        "acceptance: measured draft-token acceptance rate (filled by the metrics loop when Prometheus is set)."))
+        "acceptance: measured draft-token acceptance rate, as text for kubectl get (filled by the metrics loop)."))
+    tpot_p95_ms: str = Field("", description="tpotP95Ms: measured time per output token (P95), for kubectl get.")
     target_endpoint: str = Field("", description="targetEndpoint: gRPC address the drafts verify against.")
     api_endpoint: str = Field("", description="apiEndpoint: in-cluster URL of the OpenAI-compatible API.")
+    speculation: SpeculationStatus | None = Field(None, description=(
+        "speculation: the loop's current decision (absent while the loop does not run)."))
+    metrics: MetricsStatus | None = Field(None, description="metrics: the last statistics the loop read.")
+    placement: PlacementStatus | None = Field(None, description="placement: the loop's placement decisions.")
+    scaling: dict[str, ScalingStatus] | None = Field(None, description=(
+        "scaling: per role (target, draft), the loop's last replica decision."))
 
 
 class RoleScalerStatus(_Model):

@@ -8,13 +8,14 @@ HPA and KEDA act on the scaler and the operator never resets what they chose.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
 import time
 from typing import Any
 
 import pydantic
-from kubernetes.dynamic.exceptions import ForbiddenError
+from kubernetes.dynamic.exceptions import DynamicApiError, ForbiddenError
 from prometheus_client import Counter
 
 from dsd_operator import labels
@@ -46,6 +47,24 @@ def _unschedulable_messages(pods: list[Manifest], role: str) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def loop_decisions(spec: api.DSDDeploymentSpec, status: dict[str, Any]) -> children.LoopDecisions | None:
+    """The metrics loop's decisions kept in status; None while the loop does not run for this resource."""
+    speculation = status.get("speculation")
+    if not spec.autotune.enabled or not speculation:
+        return None
+    avoid = tuple(a["node"] for a in (status.get("placement") or {}).get("avoidedNodes") or [])
+    return children.LoopDecisions(int(speculation.get("gamma") or spec.speculation.gamma),
+                                  speculation.get("mode") or "speculate", avoid)
+
+
+def _api_error(e: DynamicApiError) -> str:
+    """The API server's own message (a webhook's denial, an invalid field), not the whole HTTP response."""
+    try:
+        return str(json.loads(e.body).get("message") or e.summary())
+    except (TypeError, ValueError):
+        return e.summary()
+
+
 class Reconciler:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
@@ -53,6 +72,10 @@ class Reconciler:
             threading.Lock)
         self._nodes_lock = threading.Lock()
         self._edge_count: tuple[float, int] | None = None  # (when counted, edge nodes)
+
+    def lock(self, namespace: str, name: str) -> threading.Lock:
+        """Held by every writer of one DSDDeployment's status (reconciles and the metrics loop)."""
+        return self._locks[(namespace, name)]
 
     def reconcile(self, namespace: str, name: str) -> None:
         try:
@@ -75,12 +98,21 @@ class Reconciler:
             owner = children.Owner(name, namespace, cr["metadata"]["uid"])
             scalers = {role: self._ensure_scaler(cr, owner, spec, role) for role in labels.ROLES}
             replicas = {role: int(s["spec"].get("replicas", 1)) for role, s in scalers.items()}
-            live = {m["kind"] + "/" + m["metadata"]["name"]: self._ensure(cr, m)
-                    for m in children.workload(owner, spec, replicas)}
+            loop = loop_decisions(spec, cr.get("status") or {})
+            live: dict[str, Manifest | None] = {}
+            failures: list[str] = []
+            for m in children.workload(owner, spec, replicas, loop):
+                key = m["kind"] + "/" + m["metadata"]["name"]
+                try:
+                    live[key] = self._ensure(cr, m)
+                except DynamicApiError as e:  # a webhook's denial, a port clash: tell the user, go on with the rest
+                    failures.append(f"{key}: {_api_error(e)}")
+                    live[key] = self.cluster.get(m["apiVersion"], m["kind"], namespace, m["metadata"]["name"])
             deployments = {role: live["Deployment/" + labels.role_object_name(name, role)] for role in labels.ROLES}
-            self._update_status(cr, owner, spec, replicas, deployments)
+            self._update_status(cr, owner, spec, replicas, deployments, loop, tuple(failures))
             for role in labels.ROLES:
-                self._update_scaler_status(scalers[role], deployments[role])
+                if (d := deployments[role]) is not None:
+                    self._update_scaler_status(scalers[role], d)
             RECONCILES.labels(namespace, name).inc()
 
     def _ensure_scaler(self, cr: Manifest, owner: children.Owner, spec: api.DSDDeploymentSpec, role: str) -> Manifest:
@@ -134,17 +166,20 @@ class Reconciler:
             return self._edge_count[1]
 
     def _update_status(self, cr: Manifest, owner: children.Owner, spec: api.DSDDeploymentSpec,
-                       replicas: dict[str, int], deployments: dict[str, Manifest]) -> None:
+                       replicas: dict[str, int], deployments: dict[str, Manifest | None],
+                       loop: children.LoopDecisions | None, failures: tuple[str, ...]) -> None:
         pods = self.cluster.list("v1", "Pod", owner.namespace, f"{labels.DEPLOYMENT_LABEL}={owner.name}")
         old: dict[str, Any] = cr.get("status") or {}
         obs = statuses.Observation(
-            generation=int(cr["metadata"].get("generation") or 0), gamma=spec.speculation.gamma,
+            generation=int(cr["metadata"].get("generation") or 0),
+            gamma=loop.gamma if loop is not None else spec.speculation.gamma,
             target_endpoint=children.target_address(owner, spec), api_endpoint=children.api_url(owner, spec),
             roles={role: statuses.RoleObservation(
-                desired=replicas[role], deployment_generation=int(d["metadata"].get("generation") or 0),
-                deployment_status=d.get("status"), unschedulable=_unschedulable_messages(pods, role))
+                desired=replicas[role], deployment_generation=int((d or {}).get("metadata", {}).get("generation") or 0),
+                deployment_status=(d or {}).get("status"), unschedulable=_unschedulable_messages(pods, role))
                 for role, d in deployments.items()},
-            edge_nodes=self._edge_nodes(spec), previous_conditions=list(old.get("conditions") or []))
+            edge_nodes=self._edge_nodes(spec), previous_conditions=list(old.get("conditions") or []),
+            apply_failures=failures)
         new = statuses.status(obs, now_rfc3339())
         if covers(old, new):
             return

@@ -18,6 +18,7 @@ from dsd_operator.api import v1alpha1 as api
 from dsd_operator.applying.cluster import Cluster
 from dsd_operator.applying.reconciling import Reconciler
 from dsd_operator.settings import OperatorSettings
+from dsd_operator.tuning.loop import Tuner
 
 log = logging.getLogger(__name__)
 _state: dict[str, Any] = {}
@@ -48,20 +49,26 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False  # we post our own Events, one per decision
     settings.execution.max_workers = own.workers
     settings.watching.server_timeout = 300
-    _state["reconciler"] = Reconciler(Cluster(_load_kube_config()))
-    # The resync makes blocking API calls: a thread beside kopf's event loop, like its sync handlers.
+    reconciler = _state["reconciler"] = Reconciler(Cluster(_load_kube_config()))
+    # The resync and the metrics loop make blocking API calls: threads beside kopf's event loop, like its sync
+    # handlers. The loop has its own thread, so a slow Prometheus never delays a reconcile; it shares the
+    # reconciler, whose per-resource lock orders the two writers of a status.
     stop_event = threading.Event()
-    thread = threading.Thread(target=_resync_forever, args=(own.resync_s, own.namespaces, stop_event),
-                              name="dsd-resync", daemon=True)
-    _state["resync"] = (stop_event, thread)
-    thread.start()
+    tuner = Tuner(reconciler, own.prometheus_url)
+    threads = [threading.Thread(target=_resync_forever, args=(own.resync_s, own.namespaces, stop_event),
+                                name="dsd-resync", daemon=True),
+               threading.Thread(target=tuner.run, args=(own.namespaces, stop_event), name="dsd-metrics-loop",
+                                daemon=True)]
+    _state["stop"] = stop_event
+    for thread in threads:
+        thread.start()
 
 
 @kopf.on.cleanup()
 async def stop(**_: Any) -> None:
-    resync = _state.pop("resync", None)
-    if resync is not None:
-        resync[0].set()
+    stop_event = _state.pop("stop", None)
+    if stop_event is not None:
+        stop_event.set()
 
 
 def _resync_forever(interval_s: float, namespaces: list[str], stop_event: threading.Event) -> None:

@@ -31,6 +31,15 @@ _STARTUP = {"periodSeconds": 5, "failureThreshold": 120}
 
 
 @dataclass(frozen=True)
+class LoopDecisions:
+    """What the metrics loop decided (kept in the DSDDeployment's status), for the children that carry it."""
+
+    gamma: int  # the largest window a round may send
+    mode: str = "speculate"
+    avoid_nodes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Owner:
     """The DSDDeployment whose children these are."""
 
@@ -67,21 +76,29 @@ def api_url(owner: Owner, spec: api.DSDDeploymentSpec) -> str:
     return f"http://{labels.role_object_name(owner.name, labels.DRAFT)}.{owner.namespace}.svc:{spec.draft.port}/v1"
 
 
-def runtime_config(spec: api.DSDDeploymentSpec) -> dict[str, Any]:
-    """The document the draft watches (its `window` section is re-read on change)."""
+def runtime_config(spec: api.DSDDeploymentSpec, loop: LoopDecisions | None = None) -> dict[str, Any]:
+    """The document the draft watches (its `window` section is re-read on change).
+
+    Without the loop: spec.speculation as written. With it: the loop's gamma bounds every window (gamma_max, which
+    also caps model-free proposals) and is the static window; an adaptive policy starts no higher than it.
+    """
     s = spec.speculation
+    gamma, gamma_max, mode = s.gamma, s.gamma_max, "speculate"
+    if loop is not None:
+        gamma_max, mode = loop.gamma, loop.mode
+        gamma = loop.gamma if s.policy == "static" else min(s.gamma, loop.gamma)
     return {
-        "window": {"gamma": s.gamma, "gamma_min": s.gamma_min, "gamma_max": s.gamma_max, "policy": s.policy,
-                   "pipelined": s.pipelined},
+        "window": {"gamma": gamma, "gamma_min": min(s.gamma_min, gamma), "gamma_max": gamma_max,
+                   "policy": s.policy, "pipelined": s.pipelined, "mode": mode},
         "sampling": {"temperature": float(s.sampling.temperature), "top_p": float(s.sampling.top_p),
                      "top_k": s.sampling.top_k},
     }
 
 
-def config_map(owner: Owner, spec: api.DSDDeploymentSpec) -> Manifest:
+def config_map(owner: Owner, spec: api.DSDDeploymentSpec, loop: LoopDecisions | None = None) -> Manifest:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": owner.metadata(labels.config_map_name(owner.name),
                                                                                 "config"),
-            "data": {labels.CONFIG_FILE: yaml.safe_dump(runtime_config(spec), sort_keys=True)}}
+            "data": {labels.CONFIG_FILE: yaml.safe_dump(runtime_config(spec, loop), sort_keys=True)}}
 
 
 def _container_args(owner: Owner, spec: api.DSDDeploymentSpec, role: str) -> list[str]:
@@ -113,7 +130,7 @@ def _resources(r: api.Resources) -> dict[str, Any]:
     return out
 
 
-def _pod_template(owner: Owner, spec: api.DSDDeploymentSpec, role: str) -> Manifest:
+def _pod_template(owner: Owner, spec: api.DSDDeploymentSpec, role: str, avoid: tuple[str, ...] = ()) -> Manifest:
     r: api.TargetRole | api.DraftRole = spec.target if role == labels.TARGET else spec.draft
     ports = [{"name": "grpc" if role == labels.TARGET else "http", "containerPort": r.port}]
     if role == labels.TARGET:
@@ -148,7 +165,7 @@ def _pod_template(owner: Owner, spec: api.DSDDeploymentSpec, role: str) -> Manif
     return {"metadata": metadata, "spec": {
         "containers": [container], "volumes": volumes, "securityContext": _POD_SECURITY_CONTEXT,
         "automountServiceAccountToken": False, "enableServiceLinks": False,
-        **placing.pod_placement(spec, owner.name, role)}}
+        **placing.pod_placement(spec, owner.name, role, avoid)}}
 
 
 # Targets hold GPUs: a surge pod would wait for a GPU the old pod holds (one replica, one free GPU: the rollout never
@@ -156,9 +173,10 @@ def _pod_template(owner: Owner, spec: api.DSDDeploymentSpec, role: str) -> Manif
 TARGET_STRATEGY = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
 
 
-def deployment(owner: Owner, spec: api.DSDDeploymentSpec, role: str, replicas: int) -> Manifest:
+def deployment(owner: Owner, spec: api.DSDDeploymentSpec, role: str, replicas: int,
+               avoid: tuple[str, ...] = ()) -> Manifest:
     body: Manifest = {"replicas": replicas, "selector": {"matchLabels": labels.role_selector(owner.name, role)},
-                      "template": _pod_template(owner, spec, role)}
+                      "template": _pod_template(owner, spec, role, avoid)}
     if role == labels.TARGET:
         body["strategy"] = TARGET_STRATEGY
     return {"apiVersion": "apps/v1", "kind": "Deployment",
@@ -191,9 +209,12 @@ def role_replicas(spec: api.DSDDeploymentSpec, role: str) -> int:
     return (spec.target if role == labels.TARGET else spec.draft).replicas
 
 
-def workload(owner: Owner, spec: api.DSDDeploymentSpec, replicas: dict[str, int]) -> list[Manifest]:
+def workload(owner: Owner, spec: api.DSDDeploymentSpec, replicas: dict[str, int],
+             loop: LoopDecisions | None = None) -> list[Manifest]:
     """ConfigMap, then per role a Service and a Deployment (replicas from the role's scaler)."""
-    out = [config_map(owner, spec)]
+    out = [config_map(owner, spec, loop)]
+    avoid = loop.avoid_nodes if loop is not None else ()
     for role in labels.ROLES:
-        out += [service(owner, spec, role), deployment(owner, spec, role, replicas[role])]
+        out += [service(owner, spec, role),
+                deployment(owner, spec, role, replicas[role], avoid if role == labels.DRAFT else ())]
     return out

@@ -24,10 +24,24 @@ def _toleration(t: api.Toleration) -> dict[str, Any]:
     return out
 
 
-def edge_node_affinity() -> dict[str, Any]:
+def edge_node_affinity(avoid: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Edge nodes by either label; `avoid`: node names the metrics loop excludes (unhealthy nodes)."""
+    exclude = {"matchFields": [_not_named(avoid)]} if avoid else {}
     return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": api.EDGE_ROLE_LABEL, "operator": "Exists"}]},
-        {"matchExpressions": [{"key": api.EDGE_TIER_LABEL, "operator": "In", "values": [api.EDGE_TIER_VALUE]}]},
+        {"matchExpressions": [{"key": api.EDGE_ROLE_LABEL, "operator": "Exists"}], **exclude},
+        {"matchExpressions": [{"key": api.EDGE_TIER_LABEL, "operator": "In", "values": [api.EDGE_TIER_VALUE]}],
+         **exclude},
+    ]}}}
+
+
+def _not_named(avoid: tuple[str, ...]) -> dict[str, Any]:
+    return {"key": "metadata.name", "operator": "NotIn", "values": sorted(avoid)}
+
+
+def avoid_affinity(avoid: tuple[str, ...]) -> dict[str, Any]:
+    """Node affinity that only excludes nodes (beside a nodeSelector, which it does not replace)."""
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchFields": [_not_named(avoid)]},
     ]}}}
 
 
@@ -41,8 +55,11 @@ def uses_default_draft_affinity(spec: api.DSDDeploymentSpec) -> bool:
     return p.node_selector is None and p.affinity is None
 
 
-def pod_placement(spec: api.DSDDeploymentSpec, name: str, role: str) -> dict[str, Any]:
-    """nodeSelector / affinity / tolerations / topologySpreadConstraints for a role's pod spec."""
+def pod_placement(spec: api.DSDDeploymentSpec, name: str, role: str, avoid: tuple[str, ...] = ()) -> dict[str, Any]:
+    """nodeSelector / affinity / tolerations / topologySpreadConstraints for a role's pod spec.
+
+    `avoid` (drafts): nodes to exclude; a user's own `affinity` is left as written (the loop does not edit it).
+    """
     r: api.TargetRole | api.DraftRole = spec.target if role == labels.TARGET else spec.draft
     p = r.placement
     out: dict[str, Any] = {}
@@ -51,7 +68,9 @@ def pod_placement(spec: api.DSDDeploymentSpec, name: str, role: str) -> dict[str
     if p.affinity is not None:
         out["affinity"] = p.affinity
     elif role == labels.DRAFT and p.node_selector is None:
-        out["affinity"] = edge_node_affinity()
+        out["affinity"] = edge_node_affinity(avoid)
+    elif role == labels.DRAFT and avoid:
+        out["affinity"] = avoid_affinity(avoid)
     if p.tolerations is not None:
         out["tolerations"] = [_toleration(t) for t in p.tolerations]
     elif role == labels.TARGET:

@@ -32,6 +32,7 @@ class Observation:
     roles: dict[str, RoleObservation]
     edge_nodes: int | None = None  # None: the draft does not use the default edge placement
     previous_conditions: list[dict[str, Any]] = field(default_factory=list)
+    apply_failures: tuple[str, ...] = ()  # children the API server refused, with its message
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,19 @@ def _conditions(obs: Observation) -> list[_Cond]:
     per_role = [_role_ready(role, o, obs.edge_nodes if role == labels.DRAFT else None)
                 for role, o in obs.roles.items()]
     problems = [c for c in per_role if c.reason in (Reason.UNSCHEDULABLE, Reason.NO_EDGE_NODES)]
+    if obs.apply_failures:
+        problems.insert(0, _Cond(Condition.DEGRADED, True, Reason.APPLY_FAILED,
+                                 "the API server refused " + "; ".join(obs.apply_failures)))
     degraded = (_Cond(Condition.DEGRADED, True, problems[0].reason, "; ".join(c.message for c in problems))
                 if problems else _Cond(Condition.DEGRADED, False, Reason.AS_EXPECTED, "no placement problem"))
     failing = [c for c in per_role if not c.status]
     ready = (_Cond(Condition.READY, False, failing[0].reason, "; ".join(c.message for c in failing)) if failing
              else _Cond(Condition.READY, True, Reason.ALL_READY, "target and draft pods are ready"))
     return [ready, *per_role, _progressing(obs.roles), degraded]
+
+
+# Conditions other writers own (the metrics loop): carried over unchanged.
+_CARRIED = (Condition.METRICS_AVAILABLE,)
 
 
 def status(obs: Observation, now: str) -> dict[str, Any]:
@@ -103,6 +111,7 @@ def status(obs: Observation, now: str) -> dict[str, Any]:
             "lastTransitionTime") else now
         conditions.append({"type": c.type, "status": value, "reason": c.reason, "message": c.message,
                            "lastTransitionTime": since, "observedGeneration": obs.generation})
+    conditions += [c for c in obs.previous_conditions if c.get("type") in _CARRIED]
     return {
         "observedGeneration": obs.generation, "conditions": conditions,
         **{role: _role_status(o) for role, o in obs.roles.items()},

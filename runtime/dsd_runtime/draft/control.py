@@ -22,7 +22,7 @@ from dsd_runtime.draft.windowing import WindowConfig, WindowController
 from dsd_spec.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
-_FIELDS = ("gamma", "gamma_min", "gamma_max", "policy", "pipelined", "proposer")
+_FIELDS = ("gamma", "gamma_min", "gamma_max", "policy", "pipelined", "proposer", "mode")
 
 
 def _to_proto(cfg: WindowConfig) -> dsd_pb2.WindowConfig:

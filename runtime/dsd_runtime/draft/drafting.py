@@ -110,8 +110,9 @@ class Drafter:
             return self._model_window(committed, carried, min(cap, self.window.next_gamma()))
         streaming = alone_goodput is not None
         source = "lookup" if self.mode == "lookup" else "suffix"
+        # gamma_max bounds every window: the operator's loop narrows it when long windows stop paying.
         candidate = (self.lookup if source == "lookup" else self.suffix).propose(
-            np.asarray(committed, dtype=np.int64), cap)
+            np.asarray(committed, dtype=np.int64), min(cap, self.window.config.gamma_max))
         wait = self.window.wait_model()
         k, free = len(candidate), None
         if wait is not None:

@@ -99,7 +99,8 @@ class Speculator:
         cancel = cancel or threading.Event()
         session_id = uuid.uuid4().hex
         proposer = Proposer(self.model, req.params, req.seed) if self.model is not None else None
-        drafter = Drafter(self.window.config.proposer, proposer, self.window, self.drafting)
+        cfg = self.window.config
+        drafter = Drafter(cfg.proposer if cfg.mode == "speculate" else "none", proposer, self.window, self.drafting)
         committed = list(req.prompt_ids)
         carried: list[Proposal] = []  # surviving pipelined drafts: the start of the next window
         send_context = True
@@ -279,5 +280,7 @@ class Speculator:
             m.draft_accepted.inc(n)
             for i in range(min(n, MAX_POSITION_LABELS)):
                 m.accepted_at[i].inc()
+            for i in range(min(n + 1, gamma, MAX_POSITION_LABELS)):
+                m.reached_at[i].inc()
             m.verify_rtt.observe(round_trip_s)
             m.gamma.set(gamma)

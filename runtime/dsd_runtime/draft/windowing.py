@@ -15,6 +15,7 @@ from dsd_spec import VerifyCostModel, WindowBounds, WindowEstimator
 
 POLICIES = ("static", "adaptive")
 PROPOSERS = ("model", "lookup", "suffix", "hybrid", "none")  # see draft.drafting
+MODES = ("speculate", "off")  # off: every request decodes target-only (the operator's loop sets it)
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class WindowConfig:
     policy: str = "static"
     pipelined: bool = True
     proposer: str = "model"
+    mode: str = "speculate"
 
     def __post_init__(self) -> None:
         if not 1 <= self.gamma_min <= self.gamma <= self.gamma_max:
@@ -34,6 +36,8 @@ class WindowConfig:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if self.proposer not in PROPOSERS:
             raise ValueError(f"proposer must be one of {PROPOSERS}, got {self.proposer!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
 
 
 class WindowController:

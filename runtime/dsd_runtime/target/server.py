@@ -110,6 +110,7 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
                 self._fail(context, Overloaded(
                     f"target overloaded: {self._pending} verify rounds queued (--max-pending)"))
             self._pending += 1
+            self.metrics.queued.set(self._pending)
         try:
             with self._compute:
                 if not context.is_active():  # the caller's deadline passed or it cancelled while queued
@@ -124,12 +125,14 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
         finally:
             with self._pending_lock:
                 self._pending -= 1
+                self.metrics.queued.set(self._pending)
         raise AssertionError("unreachable")  # _fail raises
 
     def _observe(self, window: int, out: VerifyOutput) -> None:
         self.metrics.requests_ok.inc()
         if out.seconds:
-            self.metrics.verify_compute.observe(out.seconds)
+            self.metrics.verify_compute[min(window + 1, len(self.metrics.verify_compute)) - 1].observe(
+                out.seconds)
             self.metrics.tokens_verified.inc(window + 1)
         if out.reprefilled:
             self.metrics.reprefills.inc()

@@ -119,3 +119,40 @@ def test_targets_roll_out_without_a_surge_pod_so_one_free_gpu_is_enough():
     assert by_key["Deployment/llm-target"]["spec"]["strategy"] == {
         "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
     assert "strategy" not in by_key["Deployment/llm-draft"]["spec"]
+
+
+def _window(spec: api.DSDDeploymentSpec, loop: children.LoopDecisions | None) -> dict[str, Any]:
+    return children.runtime_config(spec, loop)["window"]
+
+
+def test_without_the_loop_the_window_is_the_spec_and_with_it_the_loops_gamma_bounds_every_window():
+    spec = _spec(speculation={"gamma": 4, "gammaMax": 8})
+    assert _window(spec, None) == {"gamma": 4, "gamma_min": 1, "gamma_max": 8, "policy": "static",
+                                   "pipelined": True, "mode": "speculate"}
+    assert _window(spec, children.LoopDecisions(6)) | {"mode": "x"} == {
+        "gamma": 6, "gamma_min": 1, "gamma_max": 6, "policy": "static", "pipelined": True, "mode": "x"}
+    assert _window(spec, children.LoopDecisions(3, "off"))["mode"] == "off"
+    adaptive = _spec(speculation={"gamma": 4, "gammaMax": 8, "policy": "adaptive"})
+    assert (_window(adaptive, children.LoopDecisions(2))["gamma"],
+            _window(adaptive, children.LoopDecisions(2))["gamma_max"]) == (2, 2)
+
+
+def test_avoided_nodes_are_excluded_from_every_edge_term_but_not_from_the_target():
+    spec = _spec()
+    by_key = {f"{m['kind']}/{m['metadata']['name']}": m for m in children.workload(
+        OWNER, spec, {"target": 1, "draft": 1}, children.LoopDecisions(4, avoid_nodes=("edge-1",)))}
+    draft = by_key["Deployment/llm-draft"]["spec"]["template"]["spec"]
+    terms = draft["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert all(t["matchFields"] == [{"key": "metadata.name", "operator": "NotIn", "values": ["edge-1"]}]
+               for t in terms) and len(terms) == 2
+    assert "affinity" not in by_key["Deployment/llm-target"]["spec"]["template"]["spec"]
+
+
+def test_avoided_nodes_beside_a_node_selector():
+    spec = _spec(draft={"placement": {"nodeSelector": {"site": "a"}}})
+    pod = {f"{m['kind']}/{m['metadata']['name']}": m for m in children.workload(
+        OWNER, spec, {"target": 1, "draft": 1}, children.LoopDecisions(4, avoid_nodes=("n1",)))
+    }["Deployment/llm-draft"]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"site": "a"}
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["n1"]}]}]

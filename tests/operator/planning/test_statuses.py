@@ -64,3 +64,19 @@ def test_scaled_to_zero_is_not_ready():
                                     deployment_status={"observedGeneration": 1})
     c = _conds(statuses.status(_obs(draft=zero), "T1"))
     assert c["DraftReady"]["reason"] == "ScaledToZero" and c["Ready"]["status"] == "False"
+
+
+def test_a_refused_child_makes_the_resource_degraded_with_the_api_servers_message():
+    obs = statuses.Observation(generation=3, gamma=4, target_endpoint="t:1", api_endpoint="http://d/v1",
+                               roles=_obs().roles, edge_nodes=2,
+                               apply_failures=("Service/llm-draft: provided port is already allocated",))
+    c = _conds(statuses.status(obs, "T1"))
+    assert (c["Degraded"]["status"], c["Degraded"]["reason"]) == ("True", "ApplyFailed")
+    assert "Service/llm-draft: provided port is already allocated" in c["Degraded"]["message"]
+
+
+def test_the_metrics_loops_condition_is_carried_over_unchanged():
+    mine = {"type": "MetricsAvailable", "status": "False", "reason": "PrometheusUnreachable", "message": "m",
+            "lastTransitionTime": "T0", "observedGeneration": 3}
+    c = _conds(statuses.status(_obs(previous=[mine]), "T1"))
+    assert c["MetricsAvailable"] == mine

@@ -1,0 +1,97 @@
+"""The speculation decision: the largest window a round may send, and whether to speculate at all.
+
+Pure: `decide` maps (spec, measured signals, the previous decision, now) to the next decision. The window is
+dsd_spec's goodput-optimal gamma on the measured costs (target compute by positions verified, the drafts' network
+round trip, the draft step) and per-position acceptance, moved one step per decision, only when the predicted gain
+beats the deadband, and no sooner than the dwell time after the last change. Mode `off` (the target decodes alone
+and streams) is chosen when even the best window is slower than the target alone; acceptance cannot be measured
+while off, so the loop probes speculation again after `probeAfterSeconds`, doubling the wait after each probe that
+did not pay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from dsd_operator.api import v1alpha1 as api
+from dsd_operator.planning.signals import Signals
+from dsd_spec import RoundCosts, VerifyCostModel, WindowBounds, choose_gamma, goodput_tokens_per_s
+
+SPECULATE, OFF = "speculate", "off"
+MAX_PROBE_BACKOFF = 16
+
+
+class Why:
+    INITIAL = "Initial"
+    NO_SPECULATION = "NoSpeculationMeasured"
+    DWELL = "Dwelling"
+    RAISED = "WindowRaised"
+    LOWERED = "WindowLowered"
+    OPTIMAL = "WindowOptimal"
+    DOES_NOT_PAY = "SpeculationDoesNotPay"
+    PROBING = "Probing"
+    OFF_WAITING = "TargetAlone"
+    BOUNDS = "BoundsChanged"
+
+
+@dataclass(frozen=True)
+class Speculation:
+    gamma: int
+    mode: str
+    reason: str
+    message: str
+    since: float  # epoch seconds of the last change of gamma or mode
+    probe_after_s: int = 0  # off: when to probe; speculate: > 0 while a probe is being measured
+
+
+def initial(spec: api.DSDDeploymentSpec, now_s: float) -> Speculation:
+    s = spec.speculation
+    return Speculation(s.gamma, SPECULATE, Why.INITIAL, f"starting at spec.speculation.gamma {s.gamma}", now_s)
+
+
+def _costs(signals: Signals) -> RoundCosts | None:
+    if not signals.verify_s_by_positions:
+        return None
+    return RoundCosts(signals.draft_step_s or 0.0, VerifyCostModel(signals.verify_s_by_positions),
+                      signals.network_rtt_s)
+
+
+def decide(spec: api.DSDDeploymentSpec, signals: Signals, previous: Speculation, now_s: float) -> Speculation:
+    s, tune = spec.speculation, spec.autotune
+    bounds = WindowBounds(s.gamma_min, s.gamma_max)
+    if bounds.clamp(previous.gamma) != previous.gamma:  # the user changed the bounds: follow at once
+        g = bounds.clamp(previous.gamma)
+        return replace(previous, gamma=g, reason=Why.BOUNDS, since=now_s,
+                       message=f"gamma {previous.gamma} outside spec.speculation [{s.gamma_min}, {s.gamma_max}]: {g}")
+    if previous.mode == OFF:
+        if now_s - previous.since >= previous.probe_after_s:
+            return Speculation(previous.gamma, SPECULATE, Why.PROBING,
+                               f"off for {now_s - previous.since:.0f} s: measuring speculation again", now_s,
+                               previous.probe_after_s)
+        return replace(previous, reason=Why.OFF_WAITING)
+    if not signals.speculating or not signals.alpha_by_position:
+        return replace(previous, reason=Why.NO_SPECULATION if previous.reason != Why.INITIAL else previous.reason,
+                       message="no verify round with drafted tokens in the rate window")
+    costs = _costs(signals)
+    if costs is None:
+        return replace(previous, reason=Why.NO_SPECULATION, message="no target compute measured in the rate window")
+    alphas = list(signals.alpha_by_position)
+    alphas += [alphas[-1]] * (bounds.gamma_max + 2 - len(alphas))
+    deadband = tune.deadband_percent / 100.0
+    best = choose_gamma(costs, alphas, bounds, s.pipelined, previous.gamma, hysteresis=deadband, max_step=1)
+    speculative = goodput_tokens_per_s(costs, alphas, best, s.pipelined)
+    alone = 1.0 / costs.verify(1)
+    figures = (f"acceptance {signals.acceptance or 0:.2f}, {signals.tokens_per_round or 0:.2f} tokens/round, "
+               f"round trip {1e3 * costs.rtt_s:.0f} ms + verify {1e3 * costs.verify(best + 1):.0f} ms: "
+               f"gamma {best} predicts {speculative:.1f} tokens/s vs {alone:.1f} for the target alone")
+    if now_s - previous.since < tune.min_dwell_seconds:
+        return replace(previous, reason=Why.DWELL if previous.reason != Why.INITIAL else previous.reason,
+                       message=f"{figures}; holding gamma {previous.gamma} for the dwell time")
+    if speculative * (1.0 + deadband) < alone:
+        base = tune.probe_after_seconds
+        wait = min(previous.probe_after_s * 2, base * MAX_PROBE_BACKOFF) if previous.probe_after_s else base
+        return Speculation(previous.gamma, OFF, Why.DOES_NOT_PAY, f"{figures}; next probe in {wait} s", now_s, wait)
+    if best != previous.gamma:
+        why = Why.RAISED if best > previous.gamma else Why.LOWERED
+        return Speculation(best, SPECULATE, why, figures, now_s)
+    return replace(previous, reason=Why.OPTIMAL, message=figures, probe_after_s=0)

@@ -1,0 +1,1 @@
+"""The closed loop: observe Prometheus, decide (planning), act (applying), once per autotune interval."""

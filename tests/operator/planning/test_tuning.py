@@ -1,0 +1,102 @@
+"""The speculation decision: goodput-optimal window one step at a time, deadband, dwell, mode off and probes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from dsd_operator.api import v1alpha1 as api
+from dsd_operator.planning import tuning
+from dsd_operator.planning.signals import Signals
+
+NOW = 10_000.0
+# Target compute on this CPU (ms by positions verified, bf16 one thread, from the issue): 40.7 / 59.9 / 59.3 / ...
+VERIFY = ((1, 0.040), (2, 0.045), (3, 0.048), (5, 0.050), (9, 0.055), (17, 0.066))
+
+
+def _spec(**autotune: Any) -> api.DSDDeploymentSpec:
+    return api.DSDDeploymentSpec.model_validate({
+        "target": {"model": {"uri": "builtin:x"}},
+        "speculation": {"gamma": 4, "gammaMin": 1, "gammaMax": 8, "pipelined": False},
+        "autotune": {"minDwellSeconds": 60, "probeAfterSeconds": 120, **autotune}})
+
+
+def _signals(alpha: float, rtt_s: float = 0.0, rounds: float = 10.0) -> Signals:
+    compute = 0.05
+    return Signals(sampled_at="t", targets_up=1, drafts_up=1, tokens_per_s=30.0, rounds_per_s=rounds,
+                   proposed_per_s=4 * rounds, accepted_per_s=4 * rounds * alpha, alpha_by_position=(alpha,) * 4,
+                   draft_step_s=None, verify_s_by_positions=VERIFY, round_trip_s=compute + rtt_s, compute_s=compute)
+
+
+def _previous(gamma: int = 4, mode: str = tuning.SPECULATE, age_s: float = 600.0, probe: int = 0,
+              reason: str = tuning.Why.OPTIMAL) -> tuning.Speculation:
+    return tuning.Speculation(gamma, mode, reason, "", NOW - age_s, probe)
+
+
+@pytest.mark.parametrize(("alpha", "rtt_s", "step_s", "gamma", "mode", "reason"), [
+    (0.95, 0.0, None, 5, "speculate", "WindowRaised"),  # grounded prompts: a longer window pays, one step
+    (0.55, 0.0, 0.01, 3, "speculate", "WindowLowered"),  # a draft model whose acceptance falls: shorter window
+    (0.6, 0.0, None, 4, "speculate", "WindowOptimal"),  # the same acceptance, model-free (free to propose)
+    (0.1, 0.0, None, 4, "off", "SpeculationDoesNotPay"),  # open chat with nothing to look up: the target alone
+    (0.8, 0.200, None, 4, "off", "SpeculationDoesNotPay"),  # a round trip far above the crossover
+])
+def test_the_window_follows_acceptance_and_round_trip(alpha, rtt_s, step_s, gamma, mode, reason):
+    d = tuning.decide(_spec(), replace(_signals(alpha, rtt_s), draft_step_s=step_s), _previous(), NOW)
+    assert (d.gamma, d.mode, d.reason) == (gamma, mode, reason)
+    if (gamma, mode) != (4, "speculate"):
+        assert d.since == NOW
+
+
+def test_small_gains_inside_the_deadband_keep_the_window():
+    spec = _spec(deadbandPercent=100)
+    d = tuning.decide(spec, _signals(0.95), _previous(), NOW)
+    assert (d.gamma, d.reason) == (4, tuning.Why.OPTIMAL)
+
+
+def test_no_change_within_the_dwell_time():
+    d = tuning.decide(_spec(), _signals(0.95), _previous(age_s=30), NOW)
+    assert (d.gamma, d.mode, d.reason) == (4, "speculate", tuning.Why.DWELL)
+    assert d.since == NOW - 30
+
+
+def test_without_speculation_measured_the_decision_stays():
+    signals = replace(_signals(0.9), rounds_per_s=0.0, proposed_per_s=0.0)
+    d = tuning.decide(_spec(), signals, _previous(gamma=6), NOW)
+    assert (d.gamma, d.mode, d.reason) == (6, "speculate", tuning.Why.NO_SPECULATION)
+
+
+def test_off_waits_then_probes_and_backs_off_when_the_probe_does_not_pay():
+    spec = _spec()
+    off = tuning.decide(spec, _signals(0.1), _previous(), NOW)
+    assert (off.mode, off.probe_after_s) == ("off", 120)
+    waiting = tuning.decide(spec, _signals(0.1), off, NOW + 60)
+    assert (waiting.mode, waiting.reason) == ("off", tuning.Why.OFF_WAITING)
+    probe = tuning.decide(spec, _signals(0.1), off, NOW + 121)
+    assert (probe.mode, probe.reason, probe.since) == ("speculate", tuning.Why.PROBING, NOW + 121)
+    dwelling = tuning.decide(spec, _signals(0.1), probe, NOW + 150)
+    assert dwelling.mode == "speculate"  # the probe is measured for the dwell time
+    again = tuning.decide(spec, _signals(0.1), dwelling, NOW + 190)
+    assert (again.mode, again.probe_after_s) == ("off", 240)
+
+
+def test_a_probe_that_pays_stays_on_and_resets_the_backoff():
+    spec = _spec()
+    probe = tuning.Speculation(4, tuning.SPECULATE, tuning.Why.PROBING, "", NOW - 61, 480)
+    d = tuning.decide(spec, _signals(0.8), probe, NOW)
+    assert d.mode == "speculate" and d.probe_after_s == 0
+    off = tuning.decide(spec, _signals(0.1), replace(d, since=NOW - 61), NOW)
+    assert off.probe_after_s == 120
+
+
+def test_backoff_is_capped():
+    probe = tuning.Speculation(4, tuning.SPECULATE, tuning.Why.PROBING, "", NOW - 61, 120 * 16)
+    assert tuning.decide(_spec(), _signals(0.1), probe, NOW).probe_after_s == 120 * 16
+
+
+def test_bounds_changed_by_the_user_apply_at_once():
+    spec = api.DSDDeploymentSpec.model_validate({"target": {"model": {"uri": "builtin:x"}},
+                                                 "speculation": {"gamma": 2, "gammaMax": 3}})
+    d = tuning.decide(spec, _signals(0.9), _previous(gamma=6, age_s=1), NOW)
+    assert (d.gamma, d.reason) == (3, tuning.Why.BOUNDS)
