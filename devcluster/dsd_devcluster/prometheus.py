@@ -119,13 +119,32 @@ def start_prometheus(name: str, targets: dict[str, list[str]], port: int = 0,
         f"--storage.tsdb.path={directory / 'data'}",
         f"--web.listen-address={host}:{port}", "--web.enable-lifecycle", "--log.level=warn",
     ]
+    return _launch(directory, argv, host, port)
+
+
+def _launch(directory: Path, argv: list[str], host: str, port: int) -> PrometheusHandle:
     log = directory / "prometheus.log"
     pid = processes.start_detached(argv, log, cwd=directory)
     handle = PrometheusHandle(directory, port, pid, host)
-    (directory / "state.json").write_text(json.dumps({"port": port, "pid": pid}))
+    (directory / "state.json").write_text(json.dumps({"port": port, "pid": pid, "host": host, "argv": argv}))
     processes.wait_until(lambda: processes.http_ok(f"{handle.url}/-/ready"), 60, "prometheus",
                          pid=pid, log_path=log)
     return handle
+
+
+def suspend_prometheus(name: str) -> None:
+    """Stops the process but keeps its directory, port and TSDB, so `resume_prometheus` brings the same one back
+    (what an outage of a cluster's Prometheus looks like to its clients)."""
+    state = json.loads((_directory(name) / "state.json").read_text())
+    processes.stop(state["pid"])
+
+
+def resume_prometheus(name: str) -> PrometheusHandle:
+    directory = _directory(name)
+    state = json.loads((directory / "state.json").read_text())
+    if processes.is_alive(state["pid"]):
+        return PrometheusHandle(directory, state["port"], state["pid"], state["host"])
+    return _launch(directory, state["argv"], state["host"], state["port"])
 
 
 def stop_prometheus(name: str) -> bool:

@@ -263,6 +263,8 @@ class SpeculationStatus(_Model):
     since: str = Field("", description="since: when gamma or mode last changed (RFC 3339).")
     probe_after_seconds: int = Field(0, description=(
         "probeAfterSeconds: in mode off, seconds after `since` when speculation is tried again."))
+    spec_gamma: int = Field(0, description=(
+        "specGamma: spec.speculation.gamma this decision was made under; changing the spec restarts from it."))
 
 
 class MetricsStatus(_Model):

@@ -32,6 +32,7 @@ class Why:
     PROBING = "Probing"
     OFF_WAITING = "TargetAlone"
     BOUNDS = "BoundsChanged"
+    SPEC = "SpecChanged"
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,13 @@ class Speculation:
     message: str
     since: float  # epoch seconds of the last change of gamma or mode
     probe_after_s: int = 0  # off: when to probe; speculate: > 0 while a probe is being measured
+    spec_gamma: int = 0  # spec.speculation.gamma when this decision was made: a user's change restarts from it
 
 
 def initial(spec: api.DSDDeploymentSpec, now_s: float) -> Speculation:
     s = spec.speculation
-    return Speculation(s.gamma, SPECULATE, Why.INITIAL, f"starting at spec.speculation.gamma {s.gamma}", now_s)
+    return Speculation(s.gamma, SPECULATE, Why.INITIAL, f"starting at spec.speculation.gamma {s.gamma}", now_s,
+                       spec_gamma=s.gamma)
 
 
 def _costs(signals: Signals) -> RoundCosts | None:
@@ -57,7 +60,14 @@ def _costs(signals: Signals) -> RoundCosts | None:
 
 
 def decide(spec: api.DSDDeploymentSpec, signals: Signals, previous: Speculation, now_s: float) -> Speculation:
+    """The next decision; every returned decision carries the spec gamma it was made under."""
+    return replace(_decide(spec, signals, previous, now_s), spec_gamma=spec.speculation.gamma)
+
+
+def _decide(spec: api.DSDDeploymentSpec, signals: Signals, previous: Speculation, now_s: float) -> Speculation:
     s, tune = spec.speculation, spec.autotune
+    if previous.spec_gamma and previous.spec_gamma != s.gamma:  # the user set a new gamma: it wins this time
+        return Speculation(s.gamma, SPECULATE, Why.SPEC, f"spec.speculation.gamma changed to {s.gamma}", now_s)
     bounds = WindowBounds(s.gamma_min, s.gamma_max)
     if bounds.clamp(previous.gamma) != previous.gamma:  # the user changed the bounds: follow at once
         g = bounds.clamp(previous.gamma)

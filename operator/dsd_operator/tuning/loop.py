@@ -53,12 +53,12 @@ def _speculation_from_status(status: dict[str, Any]) -> tuning.Speculation | Non
         return None
     return tuning.Speculation(int(s["gamma"]), s.get("mode") or tuning.SPECULATE, s.get("reason") or "",
                               s.get("message") or "", _epoch(s.get("since")) or time.time(),
-                              int(s.get("probeAfterSeconds") or 0))
+                              int(s.get("probeAfterSeconds") or 0), int(s.get("specGamma") or 0))
 
 
 def _speculation_status(d: tuning.Speculation) -> dict[str, Any]:
     return {"gamma": d.gamma, "mode": d.mode, "reason": d.reason, "message": d.message, "since": _rfc3339(d.since),
-            "probeAfterSeconds": d.probe_after_s}
+            "probeAfterSeconds": d.probe_after_s, "specGamma": d.spec_gamma}
 
 
 def _round(x: float | None, digits: int = 3) -> float | None:

@@ -1,7 +1,9 @@
-"""A dev cluster with real kubelet nodes (edge-0, gpu-0; the other groups stay kwok) and the operator installed
-by its Helm chart and running in the cluster: the chart's Deployment, in a pod on a real node, with its
-ServiceAccount, reaching the apiserver through `kubernetes.default` (the kwok suite runs it as a local process).
-One cluster for the whole module: starting real nodes and loading models in pods takes minutes."""
+"""A dev cluster with real kubelet nodes (edge-0, edge-1, gpu-0; the other groups stay kwok) and the operator
+installed by its Helm chart and running in the cluster: the chart's Deployment, in a pod on a real node, with its
+ServiceAccount, reaching the apiserver through `kubernetes.default` (the kwok suite runs it as a local process),
+with the cluster's Prometheus as its default (so the metrics loop runs). One cluster for the whole package:
+starting real nodes and loading models in pods takes minutes; each module has its own namespace, and the last
+module takes the cluster down."""
 
 from __future__ import annotations
 
@@ -23,10 +25,10 @@ from tests.operator.e2e.conftest import RELEASE, RELEASE_NS, Dsd, install_chart,
 from tests.support.waiting import wait_for
 
 REAL_CLUSTER = "pytest-real"
-REAL_NODES = {"edge": 1, "gpu": 1}
+REAL_NODES = {"edge": 2, "gpu": 1}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def real_cluster() -> Iterator[ClusterInfo]:
     handle = start_cluster(REAL_CLUSTER, real_nodes=REAL_NODES)
     info = ClusterInfo(handle.kubeconfig, handle, config.new_client_from_config(config_file=str(handle.kubeconfig)))
@@ -51,7 +53,7 @@ class InClusterOperator:
         return proc.stdout + proc.stderr
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def real_operator(real_cluster: ClusterInfo) -> Iterator[InClusterOperator]:
     """The operator in a pod: the runtime image (it carries the whole `dsd` distribution) on a real node."""
     assert real_cluster.handle is not None
@@ -79,11 +81,11 @@ def _available(cluster: ClusterInfo) -> bool:
 
 
 @pytest.fixture(scope="module")
-def real_namespace(real_cluster: ClusterInfo) -> Iterator[str]:
-    name = f"real-{os.getpid() % 100000}"
+def real_namespace(real_cluster: ClusterInfo, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = f"real-{os.getpid() % 100000}-{request.module.__name__.rsplit('_', 1)[-1][:12].replace('.', '-')}"
     real_cluster.core.create_namespace({"metadata": {"name": name}})
     yield name
-    if _still_up():  # the module's last test takes the cluster down
+    if _still_up():  # the package's last test takes the cluster down
         real_cluster.core.delete_namespace(name)
 
 

@@ -100,3 +100,10 @@ def test_bounds_changed_by_the_user_apply_at_once():
                                                  "speculation": {"gamma": 2, "gammaMax": 3}})
     d = tuning.decide(spec, _signals(0.9), _previous(gamma=6, age_s=1), NOW)
     assert (d.gamma, d.reason) == (3, tuning.Why.BOUNDS)
+
+
+def test_a_users_new_gamma_wins_over_the_loops_choice():
+    previous = replace(_previous(gamma=7, age_s=1), spec_gamma=3)
+    d = tuning.decide(_spec(), _signals(0.95), previous, NOW)
+    assert (d.gamma, d.reason, d.spec_gamma) == (4, tuning.Why.SPEC, 4)
+    assert tuning.decide(_spec(), _signals(0.95), replace(d, since=NOW - 600), NOW).spec_gamma == 4
