@@ -17,8 +17,9 @@ def run(settings: OperatorSettings) -> None:
 
     watching.use_settings(settings)
 
-    if settings.log_level != "DEBUG":  # kopf logs every handler run at INFO: thousands of lines per hour
+    if settings.log_level != "DEBUG":  # kopf logs every handler run, httpx every Prometheus query, at INFO
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
     if settings.metrics_port:
         start_http_server(settings.metrics_port)

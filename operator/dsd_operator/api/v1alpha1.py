@@ -285,6 +285,8 @@ class AvoidedNode(_Model):
     node: str = Field(description="node: the node's name.")
     reason: str = Field("", description="reason: why drafts avoid it (e.g. LeaseExpired, NotReady).")
     since: str = Field("", description="since: when it was first avoided (RFC 3339).")
+    healthy_since: str = Field("", description=(
+        "healthySince: when it was first seen healthy again; it is released after nodeGraceSeconds of health."))
 
 
 class PlacementStatus(_Model):

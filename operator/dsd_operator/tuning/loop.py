@@ -56,7 +56,7 @@ def _speculation_from_status(status: dict[str, Any]) -> tuning.Speculation | Non
                               int(s.get("probeAfterSeconds") or 0), int(s.get("specGamma") or 0))
 
 
-def _speculation_status(d: tuning.Speculation) -> dict[str, Any]:
+def speculation_status(d: tuning.Speculation) -> dict[str, Any]:
     return {"gamma": d.gamma, "mode": d.mode, "reason": d.reason, "message": d.message, "since": _rfc3339(d.since),
             "probeAfterSeconds": d.probe_after_s, "specGamma": d.spec_gamma}
 
@@ -75,6 +75,16 @@ def metrics_status(signals: Signals) -> dict[str, Any]:
             "rttP90Ms": _ms(signals.rtt_p90_s), "requestsPerSecond": _round(signals.requests_per_s),
             "tokensPerSecond": _round(signals.tokens_per_s, 2),
             "targetUtilization": _round(signals.target_utilization), "sampledAt": signals.sampled_at}
+
+
+def avoided_status(avoided: list[moving.Avoided]) -> list[dict[str, Any]]:
+    out = []
+    for a in avoided:
+        item = {"node": a.node, "reason": a.reason, "since": _rfc3339(a.since)}
+        if a.healthy_since is not None:
+            item["healthySince"] = _rfc3339(a.healthy_since)
+        out.append(item)
+    return out
 
 
 def _condition(old: list[dict[str, Any]], status: bool, reason: str, message: str, generation: int,
@@ -165,7 +175,7 @@ class Tuner:
             message = (f"{signals.drafts_up} draft and {signals.targets_up} target pods scraped, "
                        f"{signals.tokens_per_s:.1f} tokens/s over {spec.autotune.rate_window_seconds} s")
             new["conditions"] = _condition(old.get("conditions") or [], ok, reason, message, generation, now)
-        new["speculation"] = _speculation_status(decision)
+        new["speculation"] = speculation_status(decision)
         new["gamma"] = decision.gamma
         avoided = self._placement(cr, spec, old, now_s)
         if avoided is not None:
@@ -213,14 +223,7 @@ class Tuner:
         previous = [moving.Avoided(a["node"], a.get("reason", ""), _epoch(a.get("since")) or now_s,
                                    _epoch(a.get("healthySince")))
                     for a in (old.get("placement") or {}).get("avoidedNodes") or []]
-        avoided = moving.avoided_nodes(health, previous, spec.autotune.node_grace_seconds, now_s)
-        out = []
-        for a in avoided:
-            item = {"node": a.node, "reason": a.reason, "since": _rfc3339(a.since)}
-            if a.healthy_since is not None:
-                item["healthySince"] = _rfc3339(a.healthy_since)
-            out.append(item)
-        return out
+        return avoided_status(moving.avoided_nodes(health, previous, spec.autotune.node_grace_seconds, now_s))
 
     # -- scaling ------------------------------------------------------------------------------------------------
 

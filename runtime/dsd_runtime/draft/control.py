@@ -18,6 +18,7 @@ import grpc
 import yaml
 
 from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
+from dsd_runtime.draft.client import LinkEmulation
 from dsd_runtime.draft.windowing import WindowConfig, WindowController
 from dsd_spec.sampling import SamplingParams
 
@@ -80,15 +81,33 @@ def load_sampling_defaults(path: Path) -> SamplingParams | None:
                           top_p=float(section.get("top_p", 1.0)))
 
 
+def load_link_emulation(path: Path) -> LinkEmulation | None:
+    """The optional `link` section (delay_ms, jitter_ms, bandwidth_mbps): an emulated draft-target link that
+    benchmarks and tests change while the draft runs (like --delay-ms, without a restart)."""
+    doc = yaml.safe_load(path.read_text()) or {}
+    section = doc.get("link") if isinstance(doc, dict) else None
+    if section is None:
+        return None
+    unknown = set(section) - {"delay_ms", "jitter_ms", "bandwidth_mbps"}
+    if unknown:
+        raise ValueError(f"{path}: unknown link fields {sorted(unknown)}")
+    values = {k: float(section.get(k, 0.0)) for k in ("delay_ms", "jitter_ms", "bandwidth_mbps")}
+    if any(v < 0 for v in values.values()):
+        raise ValueError(f"{path}: link values must be >= 0, got {values}")
+    return LinkEmulation(values["delay_ms"], values["jitter_ms"], values["bandwidth_mbps"])
+
+
 class ConfigWatcher(threading.Thread):
     """Polls the file's mtime (a mounted ConfigMap changes by symlink swap, which inotify handles badly)."""
 
     def __init__(self, path: Path, window: WindowController, interval_s: float = 1.0,
-                 on_sampling: Callable[[SamplingParams], None] | None = None) -> None:
+                 on_sampling: Callable[[SamplingParams], None] | None = None,
+                 on_link: Callable[[LinkEmulation], None] | None = None) -> None:
         super().__init__(name="dsd-config-watcher", daemon=True)
         self.path = path
         self.window = window
         self.on_sampling = on_sampling
+        self.on_link = on_link
         self.interval_s = interval_s
         self._stopping = threading.Event()
         self._last: tuple[float, int] | None = None
@@ -105,9 +124,12 @@ class ConfigWatcher(threading.Thread):
         self._last = stamp
         try:
             sampling = load_sampling_defaults(self.path)
+            link = load_link_emulation(self.path)
             cfg = self.window.update(**load_window_file(self.path))
             if sampling is not None and self.on_sampling is not None:
                 self.on_sampling(sampling)
+            if link is not None and self.on_link is not None:
+                self.on_link(link)
         except (ValueError, TypeError, yaml.YAMLError) as e:
             log.error("ignoring invalid runtime config %s: %s", self.path, e)
             return False

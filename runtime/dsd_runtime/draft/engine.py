@@ -87,6 +87,10 @@ class DraftEngine:
         if config.policy == "static":
             self.metrics.gamma.set(config.gamma)
 
+    def set_link(self, link: LinkEmulation) -> None:
+        """A new emulated link for the next calls (the client reads it per call)."""
+        self.client.link = link
+
     def set_sampling_defaults(self, params: SamplingParams) -> None:
         self.sampling_defaults = params
 

@@ -45,7 +45,8 @@ def run_draft(model_ref: str, target: str, host: str, port: int, control_port: i
     control, bound = start_control_server(engine.window, f"{host}:{control_port}")
     watcher = None
     if config_file is not None:
-        watcher = ConfigWatcher(config_file, engine.window, on_sampling=engine.set_sampling_defaults)
+        watcher = ConfigWatcher(config_file, engine.window, on_sampling=engine.set_sampling_defaults,
+                                on_link=engine.set_link)
         watcher.check_once()
         watcher.start()
     print(f"draft {draft.name} -> target {target}; OpenAI API on http://{host}:{port}/v1, control gRPC on "

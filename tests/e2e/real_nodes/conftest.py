@@ -82,7 +82,8 @@ def _available(cluster: ClusterInfo) -> bool:
 
 @pytest.fixture(scope="module")
 def real_namespace(real_cluster: ClusterInfo, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = f"real-{os.getpid() % 100000}-{request.module.__name__.rsplit('_', 1)[-1][:12].replace('.', '-')}"
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
+    name = f"real-{os.getpid() % 100000}-{module[:16].strip('-')}"
     real_cluster.core.create_namespace({"metadata": {"name": name}})
     yield name
     if _still_up():  # the package's last test takes the cluster down

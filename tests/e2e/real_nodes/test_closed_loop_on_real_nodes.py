@@ -151,13 +151,12 @@ def test_a_workload_shift_moves_the_window_and_the_mode_and_back(loop: Dsd):
     assert f"gamma_max: {raised['gamma']}" in config, "the decision reached the runtime ConfigMap"
 
     # An edge link 120 ms round trip away, and open chat: speculation cannot pay; the target decodes alone.
-    peak = raised["gamma"]
     loop.patch_spec(NAME, {"draft": {"args": ["--delay-ms", "60"]}})
     _rolled_out(loop, ["--delay-ms", "60"])
     with load(loop, CHAT):
         off = wait_for(lambda: (s := _speculation(loop)).get("mode") == "off" and s, 240,
                        "the loop switching speculation off", interval_s=1)
-    assert off["reason"] == "SpeculationDoesNotPay" and off["gamma"] <= peak
+    assert off["reason"] == "SpeculationDoesNotPay" and "for the target alone" in off["message"]
     assert _tuned_events(loop, "mode off")
 
     # The link is fast again and prompts are grounded: after probeAfterSeconds the loop speculates again and stays.
