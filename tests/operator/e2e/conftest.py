@@ -49,10 +49,15 @@ def kubectl(cluster: ClusterInfo, *args: str, input_text: str | None = None, che
 
 
 def install_chart(cluster: ClusterInfo, *values: str, string_values: tuple[str, ...] = ()) -> None:
-    """`helm install` of charts/dsd-operator (CRDs + RBAC), replacing an earlier release; waits for the CRDs."""
+    """`helm install` of charts/dsd-operator (CRDs + RBAC), replacing an earlier release; waits for the CRDs.
+
+    Helm installs CRDs but never upgrades them, so on a reused cluster (DSD_KEEP_CLUSTER=1) the CRDs are applied
+    first, as docs/operator.md tells users to do on an upgrade.
+    """
     helm = [tool("helm"), "--kubeconfig", str(cluster.kubeconfig)]
     subprocess.run([*helm, "uninstall", RELEASE, "-n", RELEASE_NS, "--ignore-not-found"], capture_output=True,
                    check=False)
+    kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     sets = [arg for v in values for arg in ("--set", v)] + [a for v in string_values for a in ("--set-string", v)]
     proc = subprocess.run([*helm, "install", RELEASE, str(REPO / "charts" / "dsd-operator"), "-n", RELEASE_NS,
                            "--create-namespace", *sets, "--wait", "--timeout", "180s"],
