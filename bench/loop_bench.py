@@ -6,8 +6,9 @@
 Real processes on this machine: one `dsd target` (SmolLM2-135M-Instruct, one torch thread), a model-free
 `dsd draft` (the minimal sample's drafting) restarted per policy, a real Prometheus scraping both (labelled as
 pods of a DSDDeployment `bench/loop`), and one client streaming greedy completions back to back. The trace
-alternates grounded prompts (the answer quotes the prompt) and open chat, with the draft-target link at 0, 20
-and 60 ms round trip, changed through the runtime config's `link` section while the draft runs.
+alternates grounded prompts (the answer quotes the prompt) and open chat, a new prompt every request, with the
+draft-target link at 0, 20 and 60 ms round trip, changed through the runtime config's `link` section while the
+draft runs.
 
 Policies: (a) static gamma 4; (b) the runtime's per-draft adaptive window alone (gamma 1..8); (c) (b) plus the
 operator's loop: every 5 s the operator's own code reads Prometheus (`observing.statistics.read`), decides
@@ -45,15 +46,36 @@ from dsd_operator.observing.prometheus import MetricsUnavailable, PrometheusClie
 from dsd_operator.planning import children, tuning
 from dsd_runtime.common import models
 
-PARAGRAPH = ("The committee met on Tuesday to review the harbour project. It approved the budget for the new "
-             "breakwater, asked the engineers for a revised schedule, and postponed the decision on the ferry "
-             "terminal until the environmental survey is complete in the spring.")
-PROMPTS = {
-    "grounded": [f"{PARAGRAPH}\n\nRepeat the text above word for word.\n\n{PARAGRAPH[:40]}",
-                 f"Text: {PARAGRAPH}\nQuote the text exactly.\nQuote: {PARAGRAPH[:30]}"],
-    "chat": ["Write a short poem about a lighthouse keeper who befriends a seagull.",
-             "Invent a recipe for a dessert made from three unusual fruits, and explain why it works."],
-}
+TOWNS = ["Elmsworth", "Harrowgate", "Lindqvist", "Port Avery", "Caldmoor", "Westerby", "Ravensholm", "Tarn End"]
+PROJECTS = ["harbour wall", "tram line", "library roof", "ferry terminal", "flood barrier", "market hall",
+            "bridge repair", "school extension"]
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
+ANIMALS = ["seagull", "fox", "owl", "tortoise", "heron", "badger", "otter", "crow"]
+TASKS = ["Write a short poem about a lighthouse keeper who befriends a {a}.",
+         "Tell a bedtime story about a {a} who learns to swim.",
+         "Describe a day in the life of a {a} living in a big city.",
+         "Invent a board game in which the players are {a}s, and explain its rules.",
+         "Write a dialogue between a {a} and a gardener about the weather.",
+         "Give three surprising facts a child might like about a {a}, and explain each one.",
+         "Compose a limerick about a {a} who opens a bakery.",
+         "Write a letter from a {a} to the mayor asking for a new park."]
+
+
+def grounded_prompt(k: int) -> str:
+    """A text no request has seen before, then an instruction whose answer quotes it (prompt lookup pays)."""
+    town, project = TOWNS[k % 8], PROJECTS[(k // 8) % 8]
+    text = (f"The {town} council met on {DAYS[k % 6]} to review the {project}. It approved a budget of "
+            f"{3 + k % 7} million, asked the engineers for a revised schedule by {DAYS[(k + 2) % 6]}, and postponed "
+            f"the decision on the {PROJECTS[(k + 3) % 8]} until the survey of {TOWNS[(k + 5) % 8]} is complete.")
+    return f"{text}\n\nRepeat the text above word for word.\n\n{text[:40]}"
+
+
+def chat_prompt(k: int) -> str:
+    """Open chat, a new prompt every request (the suffix cache cannot replay an earlier answer)."""
+    return TASKS[k % 8].format(a=ANIMALS[(k // 8 + k) % 8])
+
+
+PROMPTS = {"grounded": grounded_prompt, "chat": chat_prompt}
 TRACE = [("grounded", 0.0), ("chat", 0.0), ("grounded", 10.0), ("chat", 10.0), ("grounded", 30.0), ("chat", 30.0)]
 POLICIES = ("static gamma 4", "runtime adaptive", "operator loop + runtime")
 NAMESPACE, NAME = "bench", "loop"
@@ -179,6 +201,7 @@ def run_policy(index: int, target: str, prom_url: str, targets_file: Path, targe
     loop = None
     http = httpx.Client()
     try:
+        _stream(http, port, "Hello.", 8)  # warm-up, not measured
         if index == 2:
             loop = Loop(PrometheusClient(prom_url), config, log, name)
             loop.start()
@@ -188,7 +211,7 @@ def run_policy(index: int, target: str, prom_url: str, targets_file: Path, targe
             result = PhaseResult(policy, i, workload, 2 * one_way_ms)
             deadline, k = time.monotonic() + phase_s, 0
             while time.monotonic() < deadline:
-                n, seconds, tpot = _stream(http, port, PROMPTS[workload][k % 2], max_tokens)
+                n, seconds, tpot = _stream(http, port, PROMPTS[workload](1000 * i + k), max_tokens)
                 result.tokens += n
                 result.seconds += seconds
                 result.tpots.append(tpot)

@@ -267,6 +267,12 @@ class SpeculationStatus(_Model):
         "specGamma: spec.speculation.gamma this decision was made under; changing the spec restarts from it."))
 
 
+class SiteMetrics(_Model):
+    node: str = Field(description="node: where these drafts run.")
+    round_trip_ms: float | None = Field(None, description="roundTripMs: their mean verify round trip.")
+    rounds_per_second: float = Field(0.0, description="roundsPerSecond: their verify rounds per second.")
+
+
 class MetricsStatus(_Model):
     acceptance: float | None = Field(None, description="acceptance: accepted / proposed draft tokens.")
     tokens_per_round: float | None = Field(None, description="tokensPerRound: output tokens per verify round.")
@@ -278,6 +284,8 @@ class MetricsStatus(_Model):
     tokens_per_second: float | None = Field(None, description="tokensPerSecond: output tokens / s, all drafts.")
     target_utilization: float | None = Field(None, description=(
         "targetUtilization: fraction of time the target replicas spend computing, averaged over replicas."))
+    sites: list[SiteMetrics] = Field(default_factory=list, description=(
+        "sites: per draft node, the round trip to the target (placement decisions read these)."))
     sampled_at: str = Field("", description="sampledAt: when Prometheus was queried (RFC 3339).")
 
 

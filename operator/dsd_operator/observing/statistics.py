@@ -56,12 +56,10 @@ def read(prom: PrometheusClient, namespace: str, name: str, window_s: int, now: 
         alphas.append(min(1.0, accepted.get(i, 0.0) / reached[i]))
     verify = sorted((int(s.labels["positions"]), s.value) for s in prom.query(
         _ratio("dsd_target_verify_compute_seconds", t, w, "positions")) if s.labels.get("positions", "").isdigit())
-    sites = tuple(
-        Site(node=s.labels.get("node", ""), round_trip_s=s.value,
-             rounds_per_s=0.0) for s in prom.query(_ratio("dsd_verify_rtt_seconds", d, w, "node")))
     rounds_by_node = {s.labels.get("node", ""): s.value for s in prom.query(
         _rate("dsd_speculation_rounds_total", d, w, "node"))}
-    sites = tuple(Site(s.node, s.round_trip_s, rounds_by_node.get(s.node, 0.0)) for s in sites)
+    sites = tuple(Site(s.labels.get("node", ""), s.value, rounds_by_node.get(s.labels.get("node", ""), 0.0))
+                  for s in prom.query(_ratio("dsd_verify_rtt_seconds", d, w, "node")))
     return Signals(
         sampled_at=now, targets_up=targets_up, drafts_up=drafts_up,
         tokens_per_s=scalar(_rate("dsd_tokens_generated_total", d, w)),

@@ -74,7 +74,9 @@ def metrics_status(signals: Signals) -> dict[str, Any]:
             "ttftP95Ms": _ms(signals.ttft_p95_s), "tpotP95Ms": _ms(signals.tpot_p95_s),
             "rttP90Ms": _ms(signals.rtt_p90_s), "requestsPerSecond": _round(signals.requests_per_s),
             "tokensPerSecond": _round(signals.tokens_per_s, 2),
-            "targetUtilization": _round(signals.target_utilization), "sampledAt": signals.sampled_at}
+            "targetUtilization": _round(signals.target_utilization), "sampledAt": signals.sampled_at,
+            "sites": [{"node": site.node, "roundTripMs": _ms(site.round_trip_s),
+                       "roundsPerSecond": _round(site.rounds_per_s)} for site in signals.sites]}
 
 
 def avoided_status(avoided: list[moving.Avoided]) -> list[dict[str, Any]]:

@@ -37,3 +37,21 @@ def test_no_edge_nodes_is_reported_and_recovers(cluster, dsd):
         for node in edge:
             cluster.core.patch_node(node, {"metadata": {"labels": EDGE_LABELS}})
     dsd.wait_condition("smollm2", "Ready", "True", timeout_s=90)
+
+
+def test_a_child_the_api_server_refuses_is_degraded_with_its_message_and_a_warning(cluster, dsd):
+    """A node port another Service holds: the draft's Service cannot be applied; the rest still is."""
+    taken = cluster.core.create_namespaced_service(dsd.namespace, {
+        "metadata": {"name": "holder"}, "spec": {"type": "NodePort", "selector": {"app": "none"},
+                                                 "ports": [{"port": 80}]}})
+    port = taken.spec.ports[0].node_port
+    body = sample("minimal")
+    body["spec"]["api"] = {"serviceType": "NodePort", "nodePort": port}
+    dsd.create(body)
+    degraded = dsd.wait_condition("smollm2", "Degraded", "True", reason="ApplyFailed")
+    assert "Service/smollm2-draft" in degraded["message"] and "already allocated" in degraded["message"]
+    assert any(e.type == "Warning" and e.reason == "ApplyFailed" and "already allocated" in e.message
+               for e in dsd.events())
+    assert cluster.apps.read_namespaced_deployment("smollm2-target", dsd.namespace), "the other children exist"
+    cluster.core.delete_namespaced_service("holder", dsd.namespace)
+    dsd.wait_condition("smollm2", "Degraded", "False", timeout_s=90)

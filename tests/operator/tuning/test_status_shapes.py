@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from dsd_operator.api import v1alpha1 as api
 from dsd_operator.planning import moving, tuning
-from dsd_operator.planning.signals import Signals
+from dsd_operator.planning.signals import Signals, Site
 from dsd_operator.tuning import loop
 
 
 def test_every_field_the_loop_writes_is_in_the_status_schema():
     signals = Signals(sampled_at="2026-12-02T00:00:00Z", targets_up=1, drafts_up=1, tokens_per_s=3.0,
                       rounds_per_s=1.0, proposed_per_s=4.0, accepted_per_s=2.0, tpot_p95_s=0.05, ttft_p95_s=0.2,
-                      rtt_p90_s=0.1, target_busy=0.5)
+                      rtt_p90_s=0.1, target_busy=0.5, sites=(Site("edge-0", 0.12, 1.0),))
     decision = tuning.Speculation(5, tuning.OFF, tuning.Why.DOES_NOT_PAY, "m", 1_700_000_000.0, 120, 4)
     avoided = [moving.Avoided("edge-1", "LeaseExpired", 1_700_000_000.0, healthy_since=1_700_000_010.0)]
     status = {"speculation": loop.speculation_status(decision), "metrics": loop.metrics_status(signals),
@@ -22,3 +22,4 @@ def test_every_field_the_loop_writes_is_in_the_status_schema():
     assert parsed.placement is not None and parsed.placement.avoided_nodes[0].healthy_since
     assert parsed.speculation is not None and parsed.speculation.spec_gamma == 4
     assert parsed.metrics is not None and parsed.metrics.acceptance == 0.5
+    assert parsed.metrics.sites[0].round_trip_ms == 120.0
