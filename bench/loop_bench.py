@@ -10,7 +10,8 @@ alternates grounded prompts (the answer quotes the prompt) and open chat, a new 
 draft-target link at 0, 20 and 60 ms round trip, changed through the runtime config's `link` section while the
 draft runs.
 
-Policies: (a) static gamma 4; (b) the runtime's per-draft adaptive window alone (gamma 1..8); (c) (b) plus the
+Policies: the target alone (mode off: every request a target-only stream, the reference); (a) static gamma 4;
+(b) the runtime's per-draft adaptive window alone (gamma 1..8); (c) (b) plus the
 operator's loop: every 5 s the operator's own code reads Prometheus (`observing.statistics.read`), decides
 (`planning.tuning.decide`) and writes the window the operator would put in the ConfigMap
 (`planning.children.runtime_config`) into the draft's watched config file. Kubernetes is left out so that only the
@@ -77,7 +78,8 @@ def chat_prompt(k: int) -> str:
 
 PROMPTS = {"grounded": grounded_prompt, "chat": chat_prompt}
 TRACE = [("grounded", 0.0), ("chat", 0.0), ("grounded", 10.0), ("chat", 10.0), ("grounded", 30.0), ("chat", 30.0)]
-POLICIES = ("static gamma 4", "runtime adaptive", "operator loop + runtime")
+POLICIES = ("target alone", "static gamma 4", "runtime adaptive", "operator loop + runtime")
+STATIC, LOOP = 1, 3  # indices of the baseline and of the loop
 NAMESPACE, NAME = "bench", "loop"
 LOOP_SPEC = api.DSDDeploymentSpec.model_validate({
     "target": {"model": {"uri": f"builtin:{models.SMOLLM2_TARGET}"}},
@@ -180,9 +182,11 @@ class Loop(threading.Thread):
 
 
 def _window(policy: str) -> dict[str, Any]:
-    if policy == POLICIES[0]:
-        return {"gamma": 4, "gamma_min": 1, "gamma_max": 4, "policy": "static", "pipelined": True,
-                "mode": "speculate"}
+    static = {"gamma": 4, "gamma_min": 1, "gamma_max": 4, "policy": "static", "pipelined": True, "mode": "speculate"}
+    if policy == POLICIES[0]:  # mode off from the start: every request is a target-only stream
+        return {**static, "mode": "off"}
+    if policy == POLICIES[STATIC]:
+        return static
     return dict(children.runtime_config(LOOP_SPEC)["window"])
 
 
@@ -202,7 +206,7 @@ def run_policy(index: int, target: str, prom_url: str, targets_file: Path, targe
     http = httpx.Client()
     try:
         _stream(http, port, "Hello.", 8)  # warm-up, not measured
-        if index == 2:
+        if index == LOOP:
             loop = Loop(PrometheusClient(prom_url), config, log, name)
             loop.start()
         for i, (workload, one_way_ms) in enumerate(TRACE):
@@ -278,7 +282,7 @@ def _report(rows: list[PhaseResult], slo_ms: float, phase_s: float) -> None:
         tpots = [t for r in mine for t in r.tpots]
         totals[policy] = (sum(r.tokens for r in mine) / sum(r.seconds for r in mine),
                           sum(t * 1e3 <= slo_ms for t in tpots) / max(1, len(tpots)))
-    base = totals[POLICIES[0]][0]
+    base = totals[POLICIES[STATIC]][0]
     lines = [f"Trace of {len(TRACE)} phases x {phase_s:.0f} s (`python bench/loop_bench.py`), one client, greedy, "
              f"{datetime.date.today()}:", "",
              "| policy | tokens/s over the trace | vs static gamma 4 | requests with TPOT <= "
@@ -289,7 +293,7 @@ def _report(rows: list[PhaseResult], slo_ms: float, phase_s: float) -> None:
     for i, (workload, one_way) in enumerate(TRACE):
         cells = [next(r for r in rows if r.policy == p and r.phase == i) for p in POLICIES]
         lines.append(f"| {i} | {workload} | {2 * one_way:.0f} | " + " | ".join(
-            f"{c.tokens / c.seconds:.1f}" for c in cells) + f" | {'; '.join(cells[2].decisions) or '-'} |")
+            f"{c.tokens / c.seconds:.1f}" for c in cells) + f" | {'; '.join(cells[LOOP].decisions) or '-'} |")
     (out / "loop.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     _plot(rows, out / "loop.png")
@@ -302,10 +306,11 @@ def _plot(rows: list[PhaseResult], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 3.5))
-    width = 0.27
+    width = 0.2
     for j, policy in enumerate(POLICIES):
         mine = sorted((r for r in rows if r.policy == policy), key=lambda r: r.phase)
-        ax.bar([r.phase + (j - 1) * width for r in mine], [r.tokens / r.seconds for r in mine], width, label=policy)
+        ax.bar([r.phase + (j - 1.5) * width for r in mine], [r.tokens / r.seconds for r in mine], width,
+               label=policy)
     ax.set_xticks(range(len(TRACE)), [f"{w}\n{2 * d:.0f} ms" for w, d in TRACE])
     ax.set_ylabel("tokens/s")
     ax.set_title("Trace phases (workload, draft-target RTT)")

@@ -100,7 +100,7 @@ def _condition(old: list[dict[str, Any]], status: bool, reason: str, message: st
 
 
 class Tuner:
-    """Runs `tune` for each DSDDeployment when its interval has passed; `tick` is called about once a second."""
+    """Runs `tune` for each DSDDeployment when its interval has passed; `tick` lists them every `period_s`."""
 
     def __init__(self, reconciler: Reconciler, default_prometheus_url: str = "",
                  clock: Callable[[], float] = time.time) -> None:
@@ -111,7 +111,7 @@ class Tuner:
         self._due: dict[tuple[str, str], float] = {}
         self._clients: dict[str, PrometheusClient] = {}
 
-    def run(self, namespaces: list[str], stop: threading.Event, period_s: float = 1.0) -> None:
+    def run(self, namespaces: list[str], stop: threading.Event, period_s: float = 2.0) -> None:
         while not stop.wait(period_s):
             try:
                 self.tick(namespaces)
@@ -248,6 +248,8 @@ class Tuner:
             role_prev = previous.get(role) or {}
             last = _epoch(role_prev.get("lastScaleTime"))
             if (spec.target if role == labels.TARGET else spec.draft).autoscaling is None:
+                if role in previous:
+                    out[role] = None  # autoscaling was removed: so is its status (merge patch null)
                 continue
             if self._externally_scaled(namespace, scaler_name):
                 out[role] = {**role_prev, "reason": "ExternalAutoscaler",
