@@ -59,6 +59,32 @@ def _costs(signals: Signals) -> RoundCosts | None:
                       signals.network_rtt_s)
 
 
+def crossover_rtt_s(spec: api.DSDDeploymentSpec, signals: Signals, limit_s: float = 2.0) -> float | None:
+    """The network round trip above which no window beats the target alone, at the measured acceptance and
+    costs; None until speculation is measured. Bisection: goodput falls as the round trip grows."""
+    costs = _costs(signals)
+    if costs is None or not signals.alpha_by_position:
+        return None
+    s = spec.speculation
+    alphas = list(signals.alpha_by_position)
+    alphas += [alphas[-1]] * (s.gamma_max + 2 - len(alphas))
+    alone = 1.0 / costs.verify(1)
+
+    def pays(rtt: float) -> bool:
+        c = replace(costs, rtt_s=rtt)
+        return max(goodput_tokens_per_s(c, alphas, g, s.pipelined) for g in range(s.gamma_min, s.gamma_max + 1)) > alone
+
+    lo, hi = 0.0, limit_s
+    if not pays(lo):
+        return 0.0
+    if pays(hi):
+        return hi
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if pays(mid) else (lo, mid)
+    return lo
+
+
 def decide(spec: api.DSDDeploymentSpec, signals: Signals, previous: Speculation, now_s: float) -> Speculation:
     """The next decision; every returned decision carries the spec gamma it was made under."""
     return replace(_decide(spec, signals, previous, now_s), spec_gamma=spec.speculation.gamma)

@@ -179,7 +179,13 @@ class Tuner:
             new["conditions"] = _condition(old.get("conditions") or [], ok, reason, message, generation, now)
         new["speculation"] = speculation_status(decision)
         new["gamma"] = decision.gamma
-        avoided = self._placement(cr, spec, old, now_s)
+        slow = {}
+        if signals is not None:
+            crossover = tuning.crossover_rtt_s(spec, signals)
+            compute = signals.compute_s or 0.0
+            slow = moving.slow_sites({site.node: max(0.0, site.round_trip_s - compute) for site in signals.sites
+                                      if site.round_trip_s is not None and site.node}, crossover)
+        avoided = self._placement(cr, spec, old, now_s, slow)
         if avoided is not None:
             new["placement"] = {"avoidedNodes": avoided}
         if signals is not None:
@@ -204,8 +210,8 @@ class Tuner:
 
     # -- placement ----------------------------------------------------------------------------------------------
 
-    def _placement(self, cr: Manifest, spec: api.DSDDeploymentSpec, old: dict[str, Any],
-                   now_s: float) -> list[dict[str, Any]] | None:
+    def _placement(self, cr: Manifest, spec: api.DSDDeploymentSpec, old: dict[str, Any], now_s: float,
+                   slow: dict[str, float]) -> list[dict[str, Any]] | None:
         p = spec.draft.placement
         if p.affinity is not None:
             return None  # a user's own affinity is not edited
@@ -225,7 +231,8 @@ class Tuner:
         previous = [moving.Avoided(a["node"], a.get("reason", ""), _epoch(a.get("since")) or now_s,
                                    _epoch(a.get("healthySince")))
                     for a in (old.get("placement") or {}).get("avoidedNodes") or []]
-        return avoided_status(moving.avoided_nodes(health, previous, spec.autotune.node_grace_seconds, now_s))
+        return avoided_status(moving.avoided_nodes(health, previous, spec.autotune.node_grace_seconds, now_s, slow,
+                                                   release_s=spec.autotune.probe_after_seconds))
 
     # -- scaling ------------------------------------------------------------------------------------------------
 
@@ -300,8 +307,9 @@ class Tuner:
         now = {a["node"] for a in (new.get("placement") or {}).get("avoidedNodes") or []}
         for node in sorted(now - was):
             reason = next(a["reason"] for a in new["placement"]["avoidedNodes"] if a["node"] == node)
-            self.cluster.event(cr, "Warning", Reason.PLACEMENT,
-                               f"node {node} is unhealthy ({reason}): drafts move to other edge nodes")
+            why = "its round trip to the target is above the crossover" if reason == moving.SLOW else (
+                f"it is unhealthy ({reason})")
+            self.cluster.event(cr, "Warning", Reason.PLACEMENT, f"node {node}: {why}: drafts move to other edge nodes")
         for node in sorted(was - now):
             self.cluster.event(cr, "Normal", Reason.PLACEMENT, f"node {node} is healthy again: drafts may use it")
 

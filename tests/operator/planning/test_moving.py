@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dsd_operator.planning.moving import Avoided, NodeHealth, avoided_nodes
+from dsd_operator.planning.moving import Avoided, NodeHealth, avoided_nodes, slow_sites
 
 GRACE = 30.0
 
@@ -43,3 +43,18 @@ def test_every_edge_node_is_never_excluded():
 
 def test_deleted_nodes_leave_the_list():
     assert avoided_nodes(_nodes(), [Avoided("edge-9", "NotReady", 1.0)], GRACE, 100.0) == []
+
+
+def test_an_outlier_site_above_the_crossover_is_avoided_and_released_to_be_measured_again():
+    slow = slow_sites({"edge-0": 0.010, "edge-1": 0.150}, crossover_s=0.080)
+    assert slow == {"edge-1": 0.150}
+    avoided = avoided_nodes(_nodes(), [], GRACE, 100.0, slow, release_s=120.0)
+    assert [(a.node, a.reason) for a in avoided] == [("edge-1", "RttAboveCrossover")]
+    assert avoided_nodes(_nodes(), avoided, GRACE, 200.0, {}, release_s=120.0) == avoided
+    assert avoided_nodes(_nodes(), avoided, GRACE, 221.0, {}, release_s=120.0) == []
+
+
+def test_every_site_slow_alike_is_the_target_not_a_link():
+    assert slow_sites({"edge-0": 0.140, "edge-1": 0.150}, crossover_s=0.080) == {}
+    assert slow_sites({"edge-1": 0.150}, crossover_s=0.080) == {}  # one site: nowhere better known
+    assert slow_sites({"edge-0": 0.010, "edge-1": 0.150}, crossover_s=None) == {}

@@ -107,3 +107,13 @@ def test_a_users_new_gamma_wins_over_the_loops_choice():
     d = tuning.decide(_spec(), _signals(0.95), previous, NOW)
     assert (d.gamma, d.reason, d.spec_gamma) == (4, tuning.Why.SPEC, 4)
     assert tuning.decide(_spec(), _signals(0.95), replace(d, since=NOW - 600), NOW).spec_gamma == 4
+
+
+def test_the_crossover_round_trip_is_where_speculation_stops_paying():
+    spec = _spec()
+    rtt = tuning.crossover_rtt_s(spec, _signals(0.8))
+    assert rtt is not None and 0.01 < rtt < 1.0
+    below = tuning.decide(spec, _signals(0.8, rtt_s=0.8 * rtt), _previous(), NOW)
+    above = tuning.decide(spec, _signals(0.8, rtt_s=1.3 * rtt), _previous(), NOW)
+    assert below.mode == "speculate" and above.mode == "off"
+    assert tuning.crossover_rtt_s(spec, replace(_signals(0.8), verify_s_by_positions=())) is None
