@@ -107,6 +107,7 @@ class Reconciler:
                     live[key] = self._ensure(cr, m)
                 except DynamicApiError as e:  # a webhook's denial, a port clash: tell the user, go on with the rest
                     failures.append(f"{key}: {_api_error(e)}")
+                    log.warning("%s/%s: the API server refused %s", namespace, name, failures[-1])
                     live[key] = self.cluster.get(m["apiVersion"], m["kind"], namespace, m["metadata"]["name"])
             deployments = {role: live["Deployment/" + labels.role_object_name(name, role)] for role in labels.ROLES}
             self._update_status(cr, owner, spec, replicas, deployments, loop, tuple(failures))
