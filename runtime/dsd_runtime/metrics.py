@@ -57,6 +57,10 @@ class DraftMetrics:
         self.target_only_tokens = Counter("dsd_target_only_tokens_total",
                                           "Tokens the target decoded alone and streamed (target-only mode).",
                                           registry=registry)
+        self.target_only_interval = Histogram(
+            "dsd_target_only_token_seconds", "Time between tokens of a target-only stream, as the draft receives "
+            "them: what the target decoding alone delivers (the bar speculation must beat).",
+            buckets=_LATENCY_BUCKETS, registry=registry)
         self.empty_rounds = Counter("dsd_empty_rounds_total",
                                     "Rounds with nothing drafted (the target decoded one token alone).",
                                     registry=registry)

@@ -79,5 +79,6 @@ def read(prom: PrometheusClient, namespace: str, name: str, window_s: int, now: 
         target_busy=scalar(f"sum(rate(dsd_target_verify_compute_seconds_sum{{{t}}}[{w}]))"),
         target_queued=scalar(f"sum(dsd_target_queued_rounds{{{t}}})"),
         target_only_tokens_per_s=scalar(_rate("dsd_target_only_tokens_total", d, w)),
+        target_only_token_s=prom.scalar(_ratio("dsd_target_only_token_seconds", d, w)),
         sites=sites,
     )

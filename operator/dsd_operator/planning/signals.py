@@ -40,6 +40,7 @@ class Signals:
     target_busy: float = 0.0  # target compute seconds per second, summed over replicas
     target_queued: float = 0.0
     target_only_tokens_per_s: float = 0.0
+    target_only_token_s: float | None = None  # measured time per token of target-only streams, at the draft
     sites: tuple[Site, ...] = ()
 
     @property

@@ -4,7 +4,8 @@ Pure: `decide` maps (spec, measured signals, the previous decision, now) to the 
 dsd_spec's goodput-optimal gamma on the measured costs (target compute by positions verified, the drafts' network
 round trip, the draft step) and per-position acceptance, moved one step per decision, only when the predicted gain
 beats the deadband, and no sooner than the dwell time after the last change. Mode `off` (the target decodes alone
-and streams) is chosen when even the best window is slower than the target alone; acceptance cannot be measured
+and streams) is chosen when even the best window is slower than the target alone (its measured stream rate when
+there is one, else 1 / t_v(1)); acceptance cannot be measured
 while off, so the loop probes speculation again after `probeAfterSeconds`, doubling the wait after each probe that
 did not pay.
 """
@@ -59,6 +60,14 @@ def _costs(signals: Signals) -> RoundCosts | None:
                       signals.network_rtt_s)
 
 
+def target_alone_tokens_per_s(signals: Signals, costs: RoundCosts) -> float:
+    """What the target decoding alone delivers: measured on target-only streams when there were any (it
+    includes the per-token overheads a prediction from compute leaves out), else 1 / t_v(1)."""
+    if signals.target_only_token_s:
+        return 1.0 / signals.target_only_token_s
+    return 1.0 / costs.verify(1)
+
+
 def crossover_rtt_s(spec: api.DSDDeploymentSpec, signals: Signals, limit_s: float = 2.0) -> float | None:
     """The network round trip above which no window beats the target alone, at the measured acceptance and
     costs; None until speculation is measured. Bisection: goodput falls as the round trip grows."""
@@ -68,7 +77,7 @@ def crossover_rtt_s(spec: api.DSDDeploymentSpec, signals: Signals, limit_s: floa
     s = spec.speculation
     alphas = list(signals.alpha_by_position)
     alphas += [alphas[-1]] * (s.gamma_max + 2 - len(alphas))
-    alone = 1.0 / costs.verify(1)
+    alone = target_alone_tokens_per_s(signals, costs)
 
     def pays(rtt: float) -> bool:
         c = replace(costs, rtt_s=rtt)
@@ -116,7 +125,7 @@ def _decide(spec: api.DSDDeploymentSpec, signals: Signals, previous: Speculation
     deadband = tune.deadband_percent / 100.0
     best = choose_gamma(costs, alphas, bounds, s.pipelined, previous.gamma, hysteresis=deadband, max_step=1)
     speculative = goodput_tokens_per_s(costs, alphas, best, s.pipelined)
-    alone = 1.0 / costs.verify(1)
+    alone = target_alone_tokens_per_s(signals, costs)
     figures = (f"acceptance {signals.acceptance or 0:.2f}, {signals.tokens_per_round or 0:.2f} tokens/round, "
                f"round trip {1e3 * costs.rtt_s:.0f} ms + verify {1e3 * costs.verify(best + 1):.0f} ms: "
                f"gamma {best} predicts {speculative:.1f} tokens/s vs {alone:.1f} for the target alone")

@@ -210,6 +210,8 @@ class Speculator:
                     now = time.perf_counter()
                     if last is not None:
                         interval.update(now - last)
+                        if self.metrics is not None:
+                            self.metrics.target_only_interval.observe(now - last)
                     last = now
                     committed.append(chunk.token)
                     stats.tokens_by_source["target"] = stats.tokens_by_source.get("target", 0) + 1

@@ -117,3 +117,10 @@ def test_the_crossover_round_trip_is_where_speculation_stops_paying():
     above = tuning.decide(spec, _signals(0.8, rtt_s=1.3 * rtt), _previous(), NOW)
     assert below.mode == "speculate" and above.mode == "off"
     assert tuning.crossover_rtt_s(spec, replace(_signals(0.8), verify_s_by_positions=())) is None
+
+
+def test_the_target_alone_is_its_measured_stream_rate_when_there_is_one():
+    # Compute alone predicts 25 tokens/s; streams measured at 8 tokens/s: speculating at ~22 tokens/s pays.
+    slow_streams = replace(_signals(0.1), target_only_token_s=0.125)
+    assert tuning.decide(_spec(), _signals(0.1), _previous(), NOW).mode == "off"
+    assert tuning.decide(_spec(), slow_streams, _previous(), NOW).mode == "speculate"
