@@ -58,40 +58,48 @@ def start_control_server(window: WindowController, address: str) -> tuple[grpc.S
     return server, port
 
 
-def load_window_file(path: Path) -> dict[str, object]:
-    """Reads the `window` section (or the whole document) of a YAML/JSON runtime config file."""
+SECTIONS = ("window", "sampling", "link")
+
+
+def _section(path: Path, name: str, allowed: tuple[str, ...]) -> dict[str, object] | None:
+    """Section `name` of a YAML/JSON runtime config file (None when absent), refusing unknown fields. A document
+    with none of the SECTIONS is a bare window section."""
     doc = yaml.safe_load(path.read_text()) or {}
-    section = doc.get("window", doc) if isinstance(doc, dict) else {}
-    unknown = set(section) - set(_FIELDS)
+    if not isinstance(doc, dict):
+        return None
+    if not set(SECTIONS) & set(doc):
+        doc = {"window": doc}
+    section = doc.get(name)
+    if section is None:
+        return None
+    unknown = set(section) - set(allowed)
     if unknown:
-        raise ValueError(f"{path}: unknown window fields {sorted(unknown)}; allowed: {list(_FIELDS)}")
+        raise ValueError(f"{path}: unknown {name} fields {sorted(unknown)}; allowed: {list(allowed)}")
     return dict(section)
+
+
+def load_window_file(path: Path) -> dict[str, object]:
+    """Reads the `window` section (or, in a file with no sections, the whole document)."""
+    return _section(path, "window", _FIELDS) or {}
 
 
 def load_sampling_defaults(path: Path) -> SamplingParams | None:
     """The optional `sampling` section (temperature, top_p, top_k): defaults for requests that omit them."""
-    doc = yaml.safe_load(path.read_text()) or {}
-    section = doc.get("sampling") if isinstance(doc, dict) else None
+    section = _section(path, "sampling", ("temperature", "top_p", "top_k"))
     if section is None:
         return None
-    unknown = set(section) - {"temperature", "top_p", "top_k"}
-    if unknown:
-        raise ValueError(f"{path}: unknown sampling fields {sorted(unknown)}")
-    return SamplingParams(temperature=float(section.get("temperature", 1.0)), top_k=int(section.get("top_k", 0)),
-                          top_p=float(section.get("top_p", 1.0)))
+    return SamplingParams(temperature=float(section.get("temperature", 1.0)),  # type: ignore[arg-type]
+                          top_k=int(section.get("top_k", 0)),  # type: ignore[call-overload]
+                          top_p=float(section.get("top_p", 1.0)))  # type: ignore[arg-type]
 
 
 def load_link_emulation(path: Path) -> LinkEmulation | None:
     """The optional `link` section (delay_ms, jitter_ms, bandwidth_mbps): an emulated draft-target link that
     benchmarks and tests change while the draft runs (like --delay-ms, without a restart)."""
-    doc = yaml.safe_load(path.read_text()) or {}
-    section = doc.get("link") if isinstance(doc, dict) else None
+    section = _section(path, "link", ("delay_ms", "jitter_ms", "bandwidth_mbps"))
     if section is None:
         return None
-    unknown = set(section) - {"delay_ms", "jitter_ms", "bandwidth_mbps"}
-    if unknown:
-        raise ValueError(f"{path}: unknown link fields {sorted(unknown)}")
-    values = {k: float(section.get(k, 0.0)) for k in ("delay_ms", "jitter_ms", "bandwidth_mbps")}
+    values = {k: float(section.get(k, 0.0)) for k in ("delay_ms", "jitter_ms", "bandwidth_mbps")}  # type: ignore[arg-type]
     if any(v < 0 for v in values.values()):
         raise ValueError(f"{path}: link values must be >= 0, got {values}")
     return LinkEmulation(values["delay_ms"], values["jitter_ms"], values["bandwidth_mbps"])

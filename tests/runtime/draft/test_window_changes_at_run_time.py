@@ -95,3 +95,17 @@ def test_a_config_change_is_published_as_the_configured_gamma_metric(tmp_path, t
     watcher.stop()
     watcher.join(5)
     assert not watcher.is_alive(), "the watcher thread stops (its stop event must not shadow Thread._stop)"
+
+
+def test_the_link_section_and_the_mode_reach_a_running_draft_and_bad_ones_are_ignored(tmp_path):
+    path = tmp_path / "runtime.yaml"
+    path.write_text("window: {gamma: 3, gamma_max: 3, mode: 'off'}\nlink: {delay_ms: 30}\n")
+    links = []
+    window = WindowController(WindowConfig(gamma=4))
+    watcher = ConfigWatcher(path, window, on_link=links.append)
+    assert watcher.check_once()
+    assert window.config.mode == "off" and window.config.gamma_max == 3
+    assert links[-1].one_way_delay_ms == 30.0
+    path.write_text("window: {gamma: 2}\nlink: {delay_ms: 30, latency: 1}\n")
+    assert not watcher.check_once(), "an unknown link field is refused"
+    assert window.config.gamma == 3 and len(links) == 1
