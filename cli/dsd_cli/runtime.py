@@ -56,15 +56,22 @@ def register(app: typer.Typer) -> None:
         host: str = "127.0.0.1", port: int = 50051,
         metrics_port: int = typer.Option(9101, help="Prometheus /metrics port (0 = any, -1 = off)."),
         max_sessions: int = 64, max_cached_tokens: int = 65536, idle_ttl_s: float = 300.0,
-        max_window: int = 32, max_pending: int = 64, threads: int = typer.Option(0, help="torch threads (0=auto)."),
+        max_window: int = 32, max_pending: int = typer.Option(64, help="Rounds in flight at most; more get "
+                                                               "RESOURCE_EXHAUSTED at once."),
+        max_kv_bytes: int = typer.Option(0, help="KV memory budget in bytes (0 = --max-cached-tokens positions)."),
+        max_batch_tokens: int = typer.Option(1024, help="Tokens per packed forward pass (longer prefills are "
+                                             "chunked)."),
+        batching: bool = typer.Option(True, help="--no-batching: one session per forward pass (serialised)."),
+        threads: int = typer.Option(0, help="torch threads (0=auto)."),
         device: str = DEVICE, dtype: str = DTYPE,
     ) -> None:
-        """Run the target role: gRPC verification with per-session KV caches."""
+        """Run the target role: gRPC verification of many sessions, batched into shared forward passes."""
         from dsd_runtime.target.running import run_target
         from dsd_runtime.target.server import TargetSettings
 
         logging.basicConfig(level=logging.INFO)
-        settings = TargetSettings(max_sessions, max_cached_tokens, idle_ttl_s, max_window, max_pending)
+        settings = TargetSettings(max_sessions, max_cached_tokens, idle_ttl_s, max_window, max_pending, max_kv_bytes,
+                                  max_batch_tokens, batching)
         _check_dtype(dtype)
         run_target(model, f"{host}:{port}", metrics_port, settings, threads or None, device=device, dtype=dtype)
 
@@ -105,6 +112,7 @@ def register(app: typer.Typer) -> None:
         gamma: int = GAMMA, policy: str = POLICY, pipelined: bool = PIPELINED, delay_ms: float = DELAY,
         jitter_ms: float = JITTER, bandwidth_mbps: float = BANDWIDTH, proposer: str = PROPOSER,
         dtype: str = typer.Option("auto", help="Target dtype: auto (as saved), float32, bfloat16."),
+        batching: bool = typer.Option(True, help="--no-batching: the target runs one session per forward pass."),
     ) -> None:
         """Run target and draft as two local processes over gRPC and serve the OpenAI API (the main job)."""
         from dsd_runtime.local import ServeOptions
@@ -116,7 +124,8 @@ def register(app: typer.Typer) -> None:
                       "--jitter-ms", str(jitter_ms), "--bandwidth-mbps", str(bandwidth_mbps), "--proposer", proposer,
                       "--tokenizer", target_model)
         raise typer.Exit(run_serve(ServeOptions(target_model, draft_model, port, extra_draft_args=draft_args,
-                                                extra_target_args=("--dtype", dtype))))
+                                                extra_target_args=("--dtype", dtype,
+                                                                   "--batching" if batching else "--no-batching"))))
 
     @app.command("generate")
     def generate(

@@ -36,6 +36,14 @@ class Overloaded(DsdError):
     openai_code = "rate_limit_exceeded"
 
 
+class SessionBusy(DsdError):
+    """Two rounds of one session at once (a client retried while its first round still runs)."""
+
+    grpc_code = grpc.StatusCode.ABORTED
+    http_status = 409
+    openai_code = "conflict"
+
+
 class TargetUnavailable(DsdError):
     """The draft could not reach a target within its deadline (503 with Retry-After)."""
 

@@ -84,3 +84,17 @@ class TargetMetrics:
         self.requests_by_code = codes
         self.tokens_verified = Counter("dsd_target_tokens_verified_total", "Positions verified (window + 1).",
                                        registry=registry)
+        self.kv_bytes = Gauge("dsd_target_kv_bytes", "Bytes of KV memory the sessions hold (allocated).",
+                              registry=registry)
+        self.batch_sequences = Histogram(
+            "dsd_target_batch_sequences", "Sessions packed into one forward pass (continuous batching).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=registry)
+        self.batch_tokens = Histogram("dsd_target_batch_tokens", "Tokens in one forward pass.",
+                                      buckets=(1, 4, 16, 64, 256, 1024, 4096), registry=registry)
+        self.pass_seconds = Histogram("dsd_target_forward_pass_seconds", "Wall time of one packed forward pass.",
+                                      buckets=_LATENCY_BUCKETS, registry=registry)
+
+    def observe_pass(self, sequences: int, tokens: int, seconds: float) -> None:
+        self.batch_sequences.observe(sequences)
+        self.batch_tokens.observe(tokens)
+        self.pass_seconds.observe(seconds)

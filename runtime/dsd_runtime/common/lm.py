@@ -1,58 +1,210 @@
-"""A causal LM with an explicit KV cache: forward over new tokens, roll back rejected positions.
+"""A causal LM with explicit per-sequence KV: one packed forward over the new tokens of many sequences.
 
-Hides the transformers version differences (the forward kwarg became `cache=` in 5.24; `DynamicCache.crop`
-semantics changed in 5.15: a negative argument removes that many tokens on every version we support).
+Many sequences (sessions) are served by ONE forward pass: their new tokens are packed into a single row
+(no padding: the projections and MLPs, most of a step's cost on a CPU, run once over every token), each
+token carries its own position, and attention runs per sequence against that sequence's own KV buffers.
+The KV of a sequence is a contiguous buffer per layer that grows geometrically, so attention reads it in
+place (a paged layout would gather blocks into a contiguous tensor every layer, which costs as much memory
+traffic as the attention itself on a CPU). Rolling back rejected drafts only lowers a length: nothing is
+copied, and a forward that fails midway leaves every sequence exactly as it was (its length is raised only
+after the whole pass succeeded), which is what makes a verification round transactional.
+
+The attention runs through transformers' attention interface (`ALL_ATTENTION_FUNCTIONS`), so every decoder
+that uses it (Llama, Qwen2, Mistral, ...) works; calls without a packing plan fall through to SDPA.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+import torch.nn.functional as F
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+PACKED_ATTENTION = "dsd_packed"
+_GROWTH_QUANTUM = 64  # KV capacity is a multiple of this many positions
 
 
 @dataclass
 class KVSequence:
-    """A KV cache plus the number of tokens it holds."""
+    """One sequence's KV cache: per layer a key and a value buffer [kv_heads, capacity, head_dim].
 
-    cache: DynamicCache
+    `length` positions are valid; buffers are allocated on the first write and grow geometrically.
+    """
+
+    keys: list[torch.Tensor | None] = field(default_factory=list)
+    values: list[torch.Tensor | None] = field(default_factory=list)
     length: int = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[1] if self.keys and self.keys[0] is not None else 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the buffers (allocated capacity, not just `length`): what memory accounting counts."""
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values) if t is not None)
+
+    def write(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stores `key`/`value` [kv_heads, n, head_dim] after the valid positions of `layer`; returns the
+        layer's keys and values including them ([kv_heads, length + n, head_dim] views)."""
+        while len(self.keys) <= layer:
+            self.keys.append(None)
+            self.values.append(None)
+        n = key.shape[1]
+        end = self.length + n
+        buf_k, buf_v = self.keys[layer], self.values[layer]
+        if buf_k is None or buf_k.shape[1] < end:
+            capacity = -(-max(end, 2 * (buf_k.shape[1] if buf_k is not None else 0)) // _GROWTH_QUANTUM)
+            shape = (key.shape[0], capacity * _GROWTH_QUANTUM, key.shape[2])
+            new_k = key.new_empty(shape)
+            new_v = value.new_empty(shape)
+            if buf_k is not None and self.length:
+                new_k[:, : self.length] = buf_k[:, : self.length]
+                new_v[:, : self.length] = buf_v[:, : self.length]
+            self.keys[layer], self.values[layer] = buf_k, buf_v = new_k, new_v
+        buf_k[:, self.length:end] = key
+        buf_v[:, self.length:end] = value
+        return buf_k[:, :end], buf_v[:, :end]
+
+
+@dataclass(frozen=True)
+class ForwardItem:
+    """New tokens for one sequence; `keep_last`: how many of the last positions' logits to return."""
+
+    seq: KVSequence
+    token_ids: Sequence[int]
+    keep_last: int = 1
+
+
+@dataclass(frozen=True)
+class _Segment:
+    seq: KVSequence
+    start: int  # offset of this sequence's tokens in the packed row
+    stop: int
+    mask: torch.Tensor | None  # [n, length + n] causal mask of the new block; None for one token
+
+
+@dataclass(frozen=True)
+class _PackingPlan:
+    segments: tuple[_Segment, ...]
+
+
+def _packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                      dsd_plan: _PackingPlan | None = None, **kwargs: object) -> tuple[torch.Tensor, None]:
+    """query [1, heads, T, d], key/value [1, kv_heads, T, d] over the packed row; returns [1, T, heads, d]."""
+    if dsd_plan is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    layer = module.layer_idx
+    gqa = query.shape[1] != key.shape[1]
+    outputs = []
+    for seg in dsd_plan.segments:
+        k_all, v_all = seg.seq.write(layer, key[0, :, seg.start:seg.stop], value[0, :, seg.start:seg.stop])
+        outputs.append(F.scaled_dot_product_attention(
+            query[:, :, seg.start:seg.stop], k_all.unsqueeze(0), v_all.unsqueeze(0), attn_mask=seg.mask,
+            scale=scaling, enable_gqa=gqa))
+    out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
+    return out.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(PACKED_ATTENTION, _packed_attention)
+# Calls without a plan (a plain forward over a whole sequence) build SDPA's masks.
+ALL_MASK_ATTENTION_FUNCTIONS.register(PACKED_ATTENTION, sdpa_mask)
+
+
+class ForwardModel(Protocol):
+    """What proposers and servers call: a CausalLM, or a BatchingLM that batches concurrent callers."""
+
+    name: str
+    vocab_size: int
+    max_context: int
+
+    def new_sequence(self) -> KVSequence: ...
+
+    def forward(self, seq: KVSequence, token_ids: Sequence[int], keep_last: int | None = None) -> torch.Tensor: ...
+
+    def rollback(self, seq: KVSequence, num_tokens: int) -> None: ...
 
 
 class CausalLM:
     def __init__(self, model: PreTrainedModel, name: str) -> None:
+        model.config._attn_implementation = PACKED_ATTENTION
         self.model = model.eval()
         self.name = name
-        params = inspect.signature(model.forward).parameters
-        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
-        self._can_keep_last = "logits_to_keep" in params
         self.vocab_size: int = int(model.config.vocab_size)
         self.max_context: int = int(getattr(model.config, "max_position_embeddings", 2048))
         self.dtype = next(model.parameters()).dtype
         self.device = next(model.parameters()).device
+        cfg = model.config
+        heads = int(cfg.num_attention_heads)
+        head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
+        kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        # Bytes of KV one position takes across all layers: what --max-kv-bytes budgets are counted in.
+        self.kv_bytes_per_token: int = 2 * int(cfg.num_hidden_layers) * kv_heads * head_dim * itemsize
+        self._dummy_mask = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=self.device)
 
     def new_sequence(self) -> KVSequence:
-        return KVSequence(DynamicCache())
+        return KVSequence()
 
-    @torch.inference_mode()
     def forward(self, seq: KVSequence, token_ids: Sequence[int], keep_last: int | None = None) -> torch.Tensor:
         """Appends `token_ids` to `seq` and returns their next-token logits: [len(token_ids), vocab] (fp32).
 
         `keep_last`: only the last k positions' logits ([k, vocab]); the vocabulary projection of a long prompt
         is a large share of a prefill, so prefills ask for the few positions they use.
         """
-        ids = torch.tensor([list(token_ids)], dtype=torch.long, device=self.device)
-        kwargs = {self._cache_kwarg: seq.cache}
-        if keep_last is not None and self._can_keep_last:
-            kwargs["logits_to_keep"] = keep_last
-        out = self.model(input_ids=ids, use_cache=True, **kwargs)
-        seq.length += len(token_ids)
-        logits = out.logits[0]
-        logits = logits[-keep_last:] if keep_last is not None else logits
-        return logits.float().cpu()  # acceptance and sampling run on the CPU: [k, vocab] is small
+        keep = len(token_ids) if keep_last is None else keep_last
+        return self.forward_many([ForwardItem(seq, token_ids, keep)])[0]
+
+    @torch.inference_mode()
+    def forward_many(self, items: Sequence[ForwardItem]) -> list[torch.Tensor]:
+        """One packed forward over every item's new tokens; each item's [keep_last, vocab] fp32 logits.
+
+        Each sequence may appear once. Lengths are raised only after the pass succeeded (all or nothing).
+        """
+        if len({id(it.seq) for it in items}) != len(items):
+            raise ValueError("a sequence appears twice in one forward pass")
+        ids: list[int] = []
+        positions: list[int] = []
+        keep_index: list[int] = []
+        segments = []
+        for it in items:
+            n, start, past = len(it.token_ids), len(ids), it.seq.length
+            if n == 0 or not 0 <= it.keep_last <= n:
+                raise ValueError(f"forward over {n} tokens cannot keep the last {it.keep_last} logits")
+            ids.extend(it.token_ids)
+            positions.extend(range(past, past + n))
+            keep_index.extend(range(start + n - it.keep_last, start + n))
+            mask = None
+            if n > 1:  # token i of the new block sees the past and new tokens 0..i
+                mask = (torch.arange(past + n, device=self.device).unsqueeze(0)
+                        <= torch.arange(past, past + n, device=self.device).unsqueeze(1))
+            segments.append(_Segment(it.seq, start, start + n, mask))
+        inputs = {"input_ids": self._row(ids), "position_ids": self._row(positions), "use_cache": False,
+                  "attention_mask": self._dummy_mask, "dsd_plan": _PackingPlan(tuple(segments))}
+        logits = None
+        if keep_index:
+            keep = torch.tensor(keep_index, dtype=torch.long, device=self.device)
+            logits = self.model(**inputs, logits_to_keep=keep).logits[0].float().cpu()
+        else:  # only prefill chunks: the pass runs for their KV and projects nothing onto the vocabulary
+            self.model.base_model(**inputs)
+        out: list[torch.Tensor] = []
+        offset = 0
+        for it in items:
+            it.seq.length += len(it.token_ids)
+            out.append(logits[offset: offset + it.keep_last] if logits is not None and it.keep_last
+                       else torch.empty(0, self.vocab_size))
+            offset += it.keep_last
+        return out
+
+    def _row(self, values: list[int]) -> torch.Tensor:
+        return torch.tensor([values], dtype=torch.long, device=self.device)
 
     def greedy(self, prompt_ids: Sequence[int], n: int) -> list[int]:
         """The model decoding alone, greedily, with its KV cache: the baseline DSD is compared against."""
@@ -67,9 +219,7 @@ class CausalLM:
 
     @staticmethod
     def rollback(seq: KVSequence, num_tokens: int) -> None:
-        """Drops the last `num_tokens` positions from the cache (rejected drafts)."""
+        """Drops the last `num_tokens` positions (rejected drafts): a length change, nothing is copied."""
         if num_tokens < 0 or num_tokens > seq.length:
             raise ValueError(f"cannot roll back {num_tokens} of {seq.length} cached tokens")
-        if num_tokens:
-            seq.cache.crop(-num_tokens)
-            seq.length -= num_tokens
+        seq.length -= num_tokens

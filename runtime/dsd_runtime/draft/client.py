@@ -35,24 +35,63 @@ class LinkEmulation:
 
 
 def _error_from(e: grpc.RpcError, address: str) -> DsdError:
+    """The runtime's error for a failed call; `.address` names the replica that failed it."""
     code, details = e.code(), e.details() or ""
+    error: DsdError
     if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidRequest(f"target rejected the window: {details}")
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return Overloaded(f"target at {address} is overloaded: {details}")
-    return TargetUnavailable(f"target at {address} unavailable ({code.name}): {details}")
+        error = InvalidRequest(f"target rejected the window: {details}")
+    elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        error = Overloaded(f"target at {address} is overloaded: {details}")
+    else:
+        error = TargetUnavailable(f"target at {address} unavailable ({code.name}): {details}")
+    error.address = address  # type: ignore[attr-defined]
+    return error
 
 
 class TargetClient:
+    """`address`: one target, or several replicas comma-separated (`host:port,host:port`).
+
+    With one replica a call waits for it to come back (a restart), up to the deadline. With several, a call to
+    a replica that is down fails at once and `failover()` moves every later call to the next replica; the
+    speculator then resends its context there (a re-prefill), so the request completes with the same output.
+    """
+
     def __init__(self, address: str, link: LinkEmulation | None = None, deadline_s: float = 30.0) -> None:
-        self.address = address
+        self.addresses = [a.strip() for a in address.split(",") if a.strip()]
+        if not self.addresses:
+            raise ValueError("no target address given")
         self.link = link or LinkEmulation()
         self.deadline_s = deadline_s
-        self.channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)])
-        self.stub = dsd_pb2_grpc.TargetStub(self.channel)
+        self._channels = [grpc.insecure_channel(a, options=[("grpc.max_send_message_length", 64 << 20)])
+                          for a in self.addresses]
+        self._stubs = [dsd_pb2_grpc.TargetStub(c) for c in self._channels]
+        self._current = 0
+        self._wait_for_ready = len(self.addresses) == 1
         self._pool = futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="dsd-verify")
         self._rng = random.Random(self.link.seed)
         self._rng_lock = threading.Lock()
+
+    @property
+    def address(self) -> str:
+        return self.addresses[self._current]
+
+    @property
+    def stub(self) -> dsd_pb2_grpc.TargetStub:
+        return self._stubs[self._current]
+
+    @property
+    def channel(self) -> grpc.Channel:
+        return self._channels[self._current]
+
+    def failover(self, failed_address: str) -> bool:
+        """After a call to `failed_address` failed: move to the next replica (once, however many callers saw
+        the failure). False when there is no other replica to try."""
+        if len(self.addresses) == 1:
+            return False
+        with self._rng_lock:
+            if self.addresses[self._current] == failed_address:
+                self._current = (self._current + 1) % len(self.addresses)
+        return True
 
     def _link_delay(self, payload_bytes: int) -> None:
         if not self.link.active:
@@ -66,17 +105,19 @@ class TargetClient:
 
     def info(self, timeout_s: float | None = None) -> dsd_pb2.InfoResponse:
         try:
+            # Waits for a target that is still starting, whatever the number of replicas.
             return self.stub.Info(dsd_pb2.InfoRequest(), timeout=timeout_s or self.deadline_s, wait_for_ready=True)
         except grpc.RpcError as e:
             raise _error_from(e, self.address) from None
 
     def _verify_blocking(self, request: dsd_pb2.VerifyRequest) -> dsd_pb2.VerifyResponse:
         self._link_delay(request.ByteSize())
+        address, stub = self.address, self.stub
         try:
-            # wait_for_ready: a restarting target is waited for (up to the deadline), not failed at once.
-            response = self.stub.Verify(request, timeout=self.deadline_s, wait_for_ready=True)
+            # wait_for_ready (one replica): a restarting target is waited for (up to the deadline).
+            response = stub.Verify(request, timeout=self.deadline_s, wait_for_ready=self._wait_for_ready)
         except grpc.RpcError as e:
-            raise _error_from(e, self.address) from None
+            raise _error_from(e, address) from None
         self._link_delay(response.ByteSize())
         return response
 
@@ -86,7 +127,8 @@ class TargetClient:
     def decode(self, request: dsd_pb2.DecodeRequest) -> DecodeStream:
         """Target-only mode: the target's tokens as it makes them; `cancel()` the stream to stop it."""
         self._link_delay(request.ByteSize())
-        call = self.stub.Decode(request, timeout=self.deadline_s * max(1, request.max_tokens), wait_for_ready=True)
+        call = self.stub.Decode(request, timeout=self.deadline_s * max(1, request.max_tokens),
+                                wait_for_ready=self._wait_for_ready)
         return DecodeStream(call, self, self.address)
 
     def close_session(self, session_id: str) -> None:
@@ -96,7 +138,8 @@ class TargetClient:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self.channel.close()
+        for channel in self._channels:
+            channel.close()
 
 
 class DecodeStream:

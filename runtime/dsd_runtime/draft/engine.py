@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 
 from dsd_runtime.common import models, tokenization
+from dsd_runtime.common.batching import BatchingLM
 from dsd_runtime.common.detokenizing import IncrementalText
 from dsd_runtime.common.proto import dsd_pb2
 from dsd_runtime.draft.client import LinkEmulation, TargetClient
@@ -72,7 +73,9 @@ class DraftEngine:
         self.target_name = ""
         self.target_max_context = draft.lm.max_context if draft.lm is not None else 2048
         self.vocab_size = draft.vocab_size  # the target's, once connected
-        self.speculator = Speculator(draft.lm, self.client, self.window, self.metrics, self.drafting,
+        # Concurrent requests' draft steps run as one packed forward pass (continuous batching).
+        self.batcher = BatchingLM(draft.lm) if draft.lm is not None else None
+        self.speculator = Speculator(self.batcher, self.client, self.window, self.metrics, self.drafting,
                                      self.target_max_context)
         self.served_model_name = served_model_name
         self.ready = threading.Event()  # set while the target is connected and SERVING (see TargetMonitor)
@@ -191,3 +194,5 @@ class DraftEngine:
 
     def close(self) -> None:
         self.client.close()
+        if self.batcher is not None:
+            self.batcher.close()

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from dsd_runtime.common import seeding
-from dsd_runtime.common.lm import CausalLM
+from dsd_runtime.common.lm import ForwardModel
 from dsd_spec import sampling
 from dsd_spec.sampling import SamplingParams
 
@@ -27,7 +27,7 @@ class Proposal:
 class Proposer:
     """Extends a token sequence by one draft token at a time for one request."""
 
-    def __init__(self, model: CausalLM, params: SamplingParams, seed: int) -> None:
+    def __init__(self, model: ForwardModel, params: SamplingParams, seed: int) -> None:
         self.model = model
         self.params = params
         self.seed = seed
@@ -45,7 +45,7 @@ class Proposer:
         else:
             keep = next(i for i in range(limit) if self.fed[i] != tokens[i])
         if keep < len(self.fed):
-            CausalLM.rollback(self.seq, len(self.fed) - keep)
+            self.model.rollback(self.seq, len(self.fed) - keep)
             del self.fed[keep:]
 
     def propose(self, tokens: list[int]) -> Proposal:

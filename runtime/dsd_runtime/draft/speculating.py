@@ -12,15 +12,16 @@ import threading
 import time
 import uuid
 from collections.abc import Generator, Iterator
+from concurrent import futures
 from dataclasses import dataclass, field
 
-from dsd_runtime.common.lm import CausalLM
+from dsd_runtime.common.lm import ForwardModel
 from dsd_runtime.common.proto import dsd_pb2
 from dsd_runtime.draft.client import TargetClient
 from dsd_runtime.draft.drafting import Drafter, DraftingState, Window
 from dsd_runtime.draft.proposing import Proposal, Proposer
 from dsd_runtime.draft.windowing import WindowController
-from dsd_runtime.errors import InvalidRequest
+from dsd_runtime.errors import InvalidRequest, Overloaded, TargetUnavailable
 from dsd_runtime.metrics import MAX_POSITION_LABELS, DraftMetrics
 from dsd_spec import Ema
 from dsd_spec.sampling import SamplingParams
@@ -47,6 +48,7 @@ class GenerationStats:
     proposed: int = 0
     accepted: int = 0
     reprefills: int = 0
+    failovers: int = 0  # rounds resent to another target replica
     draft_steps: int = 0
     draft_seconds: float = 0.0
     wasted_drafts: int = 0
@@ -67,6 +69,10 @@ class GenerationStats:
         return 1.0 + self.accepted / self.rounds if self.rounds else 0.0
 
 
+class _ReplicaLost(Exception):
+    """A target-only stream's replica failed and the client moved to another one."""
+
+
 class Cancelled(Exception):
     pass
 
@@ -75,7 +81,7 @@ class Speculator:
     """`model` None: a draft server without a draft model (model-free proposers only; `max_context` then
     bounds the sequence). `drafting`: state shared by the requests of one server (the cross-request cache)."""
 
-    def __init__(self, model: CausalLM | None, client: TargetClient, window: WindowController,
+    def __init__(self, model: ForwardModel | None, client: TargetClient, window: WindowController,
                  metrics: DraftMetrics | None = None, drafting: DraftingState | None = None,
                  max_context: int = 2048) -> None:
         self.model = model
@@ -150,13 +156,7 @@ class Speculator:
                     limit = (cfg.gamma if first_round else gamma) + 1
                     while not future.done() and len(extra) < limit and not cancel.is_set():
                         extra.append(proposer.propose(speculative + [p.token for p in extra]))
-                response = future.result()
-                if response.need_context:
-                    stats.reprefills += 1
-                    request = self._request(session_id, committed, window, req, True)
-                    response = self.client.verify_async(request).result()
-                    if response.need_context:
-                        raise InvalidRequest("target asked for context it was just sent")
+                response = self._result(future, self._request(session_id, committed, window, req, True), stats)
                 round_trip_s = time.perf_counter() - t0
                 send_context = False
                 n, nxt = response.num_accepted, response.next_token
@@ -181,6 +181,29 @@ class Speculator:
         finally:
             self.client.close_session(session_id)
 
+    def _result(self, future: futures.Future[dsd_pb2.VerifyResponse],
+                with_context: dsd_pb2.VerifyRequest, stats: GenerationStats) -> dsd_pb2.VerifyResponse:
+        """A round's answer. A target that lost the session gets the context again; a replica that is down or
+        full is left for the next one (the round is resent there with the context: a re-prefill)."""
+        tried = 1
+        while True:
+            try:
+                response = future.result()
+            except (TargetUnavailable, Overloaded) as e:
+                if tried >= len(self.client.addresses) or not self.client.failover(getattr(e, "address", "")):
+                    raise
+                tried += 1
+                stats.failovers += 1
+                future = self.client.verify_async(with_context)
+                continue
+            if not response.need_context:
+                return response
+            stats.reprefills += 1
+            response = self.client.verify_async(with_context).result()
+            if response.need_context:
+                raise InvalidRequest("target asked for context it was just sent")
+            return response
+
     def _window_cap(self, req: GenerationRequest, produced: int, committed: list[int], max_context: int) -> int:
         """The most draft tokens the next round may send: output left, context left, the target's max window."""
         return min(req.max_tokens - produced - 1, max_context - len(committed) - 1, self.max_window)
@@ -198,9 +221,10 @@ class Speculator:
         interval = Ema(weight=0.3)  # seconds between streamed tokens: what the target alone delivers
         while True:
             stream = self.client.decode(self._decode_request(session_id, committed, req, with_context))
+            address = self.client.address
             last: float | None = None
             try:
-                for chunk in stream:
+                for chunk in self._failing_over(stream, address, stats):
                     if chunk.need_context:
                         if with_context:
                             raise InvalidRequest("target asked for context it was just sent")
@@ -233,8 +257,21 @@ class Speculator:
                             return planned
                 else:
                     return None  # the stream ended: max_tokens reached on the target's side
+            except _ReplicaLost:
+                with_context = True  # the next replica has never seen this session
             finally:
                 stream.cancel()
+
+    def _failing_over(self, stream: Iterator[dsd_pb2.DecodeChunk], address: str,
+                      stats: GenerationStats) -> Iterator[dsd_pb2.DecodeChunk]:
+        """The stream's chunks; a replica that fails mid-stream is left for the next one (_ReplicaLost)."""
+        try:
+            yield from stream
+        except (TargetUnavailable, Overloaded):
+            if stats.failovers >= len(self.client.addresses) or not self.client.failover(address):
+                raise
+            stats.failovers += 1
+            raise _ReplicaLost from None
 
     @staticmethod
     def _decode_request(session_id: str, committed: list[int], req: GenerationRequest,

@@ -1,7 +1,10 @@
-"""The target's gRPC server: Verify/CloseSession/Info, standard health service, graceful shutdown.
+"""The target's gRPC server: Verify/Decode/CloseSession/Info, standard health service, graceful shutdown.
 
-Model compute is serialised by one lock (a CPU forward already uses every core); overload beyond
-`max_pending` queued rounds answers RESOURCE_EXHAUSTED instead of queueing without bound.
+Each request runs on its own worker thread; the model work of all of them meets in the backend's
+continuous batcher, one packed forward pass per step. Back-pressure instead of queueing without bound:
+more than `max_pending` rounds in flight, or a new session that does not fit, answers RESOURCE_EXHAUSTED at
+once. The worker pool is larger than `max_pending`, so health, Info and CloseSession always find a thread
+and never wait behind model compute.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
+from dsd_runtime.common.batching import BatchingLM
 from dsd_runtime.common.models import LoadedModel
 from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
 from dsd_runtime.errors import DsdError, Overloaded
 from dsd_runtime.metrics import TargetMetrics
+from dsd_runtime.target.backend import BatchedTransformersBackend
 from dsd_runtime.target.sessions import SessionStore
 from dsd_runtime.target.verifying import Verifier, VerifyInput, VerifyOutput
 from dsd_spec.sampling import SamplingParams
@@ -35,12 +40,21 @@ class DeadlinePassed(DsdError):
 
 @dataclass(frozen=True)
 class TargetSettings:
+    """`max_kv_bytes` 0: `max_cached_tokens` positions of this model's KV. `batching` False: one session per
+    forward pass (the serialised behaviour, for comparisons)."""
+
     max_sessions: int = 64
     max_cached_tokens: int = 65536
     idle_ttl_s: float = 300.0
     max_window: int = 32
     max_pending: int = 64
-    grpc_workers: int = 16
+    max_kv_bytes: int = 0
+    max_batch_tokens: int = 1024
+    batching: bool = True
+
+    @property
+    def grpc_workers(self) -> int:
+        return self.max_pending + 8  # headroom: health, Info and CloseSession never queue behind rounds
 
 
 def _input_from(req: dsd_pb2.VerifyRequest) -> VerifyInput:
@@ -65,9 +79,13 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
         self.model = model
         self.settings = settings
         self.metrics = metrics
-        self.store = SessionStore(settings.max_sessions, settings.max_cached_tokens, settings.idle_ttl_s)
-        self.verifier = Verifier(model.lm, self.store, settings.max_window)
-        self._compute = threading.Lock()
+        self.batcher = BatchingLM(model.lm, settings.max_batch_tokens,
+                                  settings.max_pending if settings.batching else 1, on_pass=metrics.observe_pass)
+        backend = BatchedTransformersBackend(self.batcher)
+        max_kv_bytes = settings.max_kv_bytes or settings.max_cached_tokens * backend.kv_bytes_per_token
+        self.store = SessionStore(settings.max_sessions, max_kv_bytes, settings.idle_ttl_s,
+                                  backend.kv_bytes_per_token)
+        self.verifier = Verifier(backend, self.store, settings.max_window)
         self._pending = 0
         self._pending_lock = threading.Lock()
 
@@ -104,18 +122,18 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
             step = replace(step, committed_len=step.committed_len + 1, context=[])
 
     def _round(self, vin: VerifyInput, context: grpc.ServicerContext) -> VerifyOutput:
-        """One verification under the compute lock, with back-pressure; errors abort the RPC with their code."""
+        """One verification round with back-pressure; errors abort the RPC with their code."""
         with self._pending_lock:
             if self._pending >= self.settings.max_pending:
                 self._fail(context, Overloaded(
-                    f"target overloaded: {self._pending} verify rounds queued (--max-pending)"))
+                    f"target overloaded: {self._pending} verify rounds in flight (--max-pending); retry later "
+                    "or on another replica"))
             self._pending += 1
             self.metrics.queued.set(self._pending)
         try:
-            with self._compute:
-                if not context.is_active():  # the caller's deadline passed or it cancelled while queued
-                    raise DeadlinePassed("deadline passed while queued")
-                return self.verifier.verify(vin)
+            if not context.is_active():  # the caller's deadline passed or it cancelled meanwhile
+                raise DeadlinePassed("deadline passed before the round ran")
+            return self.verifier.verify(vin)
         except DsdError as e:
             self._fail(context, e)
         except Exception:  # a bug or a device failure: INTERNAL with no internals; the session is unchanged
@@ -138,6 +156,7 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
             self.metrics.reprefills.inc()
         self.metrics.active_sessions.set(len(self.store))
         self.metrics.cached_tokens.set(self.store.cached_tokens)
+        self.metrics.kv_bytes.set(self.store.kv_bytes)
         self.metrics.evictions.set(self.store.evictions)
 
     def _fail(self, context: grpc.ServicerContext, error: DsdError) -> NoReturn:
@@ -147,10 +166,9 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
 
     def CloseSession(self, request: dsd_pb2.CloseSessionRequest,
                      context: grpc.ServicerContext) -> dsd_pb2.CloseSessionResponse:
-        with self._compute:
-            existed = self.store.remove(request.session_id)
-            self.metrics.active_sessions.set(len(self.store))
-            self.metrics.cached_tokens.set(self.store.cached_tokens)
+        existed = self.store.remove(request.session_id)  # the store's lock only: never waits for compute
+        self.metrics.active_sessions.set(len(self.store))
+        self.metrics.cached_tokens.set(self.store.cached_tokens)
         return dsd_pb2.CloseSessionResponse(existed=existed)
 
     def Info(self, request: dsd_pb2.InfoRequest, context: grpc.ServicerContext) -> dsd_pb2.InfoResponse:
@@ -187,6 +205,7 @@ class TargetServer:
     def stop(self, grace_s: float = 10.0) -> None:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_s).wait()
+        self.servicer.batcher.close()
 
     def wait(self) -> None:
         self.server.wait_for_termination()

@@ -1,7 +1,8 @@
 """One verification round on the target: validate, (re-)prefill if needed, forward, accept, roll back.
 
-Called by the gRPC servicer under the compute lock; calls the shared rules in dsd_spec.sampling: greedy,
-coupled sampling (point-mass drafts, the default) or rejection sampling (drafts that send their q).
+Called by the gRPC servicer on each request's thread (rounds of many sessions batch in the backend); calls
+the shared rules in dsd_spec.sampling: greedy, coupled sampling (point-mass drafts, the default) or
+rejection sampling (drafts that send their q).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from dsd_runtime.common import seeding
-from dsd_runtime.common.lm import CausalLM
 from dsd_runtime.errors import InvalidRequest
+from dsd_runtime.target.backend import TargetBackend
 from dsd_runtime.target.sessions import Session, SessionStore
 from dsd_spec import sampling
 from dsd_spec.sampling import SamplingParams
@@ -54,14 +55,14 @@ MAX_TOP_LOGPROBS = 20  # OpenAI's limit for chat `top_logprobs`
 
 
 class Verifier:
-    def __init__(self, model: CausalLM, store: SessionStore, max_window: int) -> None:
-        self.model = model
+    def __init__(self, backend: TargetBackend, store: SessionStore, max_window: int) -> None:
+        self.backend = backend
         self.store = store
         self.max_window = max_window
         self.reprefills = 0
 
     def validate(self, req: VerifyInput) -> None:
-        vocab = self.model.vocab_size
+        vocab = self.backend.vocab_size
         if not req.session_id:
             raise InvalidRequest("session_id is empty", "session_id")
         if req.committed_len < 1:
@@ -78,9 +79,9 @@ class Verifier:
             raise InvalidRequest(
                 f"context has {len(req.context)} tokens but committed_len is {req.committed_len}", "context")
         end = req.committed_len + len(req.draft_tokens) + 1
-        if end > self.model.max_context:
+        if end > self.backend.max_context:
             raise InvalidRequest(
-                f"sequence would reach {end} tokens, beyond the target's context of {self.model.max_context}",
+                f"sequence would reach {end} tokens, beyond the target's context of {self.backend.max_context}",
                 "committed_len")
         if req.top_logprobs > MAX_TOP_LOGPROBS:
             raise InvalidRequest(f"top_logprobs is {req.top_logprobs}, at most {MAX_TOP_LOGPROBS}", "top_logprobs")
@@ -96,7 +97,7 @@ class Verifier:
             if len(ids) != len(probs) or not ids:
                 raise InvalidRequest(f"draft_probs[{i}]: token_ids and probs differ in length or are empty",
                                      "draft_probs")
-            if any(not 0 <= t < self.model.vocab_size for t in ids) or not all(0 <= p <= 1 for p in probs):
+            if any(not 0 <= t < self.backend.vocab_size for t in ids) or not all(0 <= p <= 1 for p in probs):
                 raise InvalidRequest(f"draft_probs[{i}]: token id outside the vocabulary, or a probability "
                                      "outside [0, 1] (NaN included)", "draft_probs")
             if len(set(ids)) != len(ids):
@@ -108,10 +109,21 @@ class Verifier:
                                      "draft_probs")
 
     def verify(self, req: VerifyInput) -> VerifyOutput:
-        """Transactional: the session changes only after the whole round succeeded (a retry is safe)."""
+        """Transactional: the session changes only after the whole round succeeded (a retry is safe).
+
+        Runs on the caller's thread; the forward pass joins whatever other sessions' rounds are batched with
+        it. Only the session's own state is touched, so rounds of different sessions run concurrently.
+        """
         self.validate(req)
         start = time.perf_counter()
-        session = self.store.get(req.session_id)
+        session = self.store.begin(req.session_id)
+        try:
+            return self._round(req, session, start)
+        finally:
+            if session is not None:
+                self.store.end(session)
+
+    def _round(self, req: VerifyInput, session: Session | None, start: float) -> VerifyOutput:
         if session is not None and req.committed_len < session.committed_len and (
                 not req.context or session.tokens[:req.committed_len] == req.context):
             session.truncate(req.committed_len)  # the draft holds a prefix of what we hold: no re-prefill
@@ -120,32 +132,25 @@ class Verifier:
             return VerifyOutput(need_context=True)
         gamma = len(req.draft_tokens)
         if reprefilled:
-            seq = self.model.new_sequence()
-            self.store.check_admissible(req.committed_len + gamma)
-            # A (re-)prefill runs the whole context and the window in ONE forward pass.
-            fed = [*req.context, *req.draft_tokens]
+            self.store.admit_check(req.session_id, req.committed_len + gamma + 1)
+            seq, logits = self.backend.prefill(req.context, req.draft_tokens)  # [gamma+1, V]
         else:
             assert session is not None
             self.store.reserve(session, gamma + 1)
             seq = session.seq
             # The pending token (last round's recovered/bonus token, not yet in the cache) and the window.
-            fed = [session.pending_token, *req.draft_tokens]
-        length_before = seq.length
+            logits = self.backend.verify(seq, session.pending_token, req.draft_tokens)
         try:
-            logits = self.model.forward(seq, fed, keep_last=gamma + 1)  # [gamma+1, V]
             verdict = self._accept(req, logits)
             logprobs = self._logprobs(req, logits, verdict) if req.logprobs else ()
         except BaseException:
-            if not reprefilled:
-                if seq.length > length_before:  # the forward pass completed: undo exactly what it added
-                    CausalLM.rollback(seq, seq.length - length_before)
-                else:  # it failed midway and may have left some layers' KV: the draft will re-prefill
-                    self.store.remove(req.session_id)
+            if not reprefilled:  # undo exactly what the forward pass added
+                self.backend.rollback(seq, gamma + 1)
             raise
-        CausalLM.rollback(seq, gamma - verdict.num_accepted)
+        self.backend.rollback(seq, gamma - verdict.num_accepted)
         if reprefilled:
             session = Session(req.session_id, seq, req.committed_len, req.context[-1], list(req.context))
-            self.store.admit(session, req.committed_len + gamma)
+            self.store.admit(session)
             self.reprefills += 1
         assert session is not None
         session.committed_len = req.committed_len + verdict.num_accepted + 1
@@ -162,7 +167,7 @@ class Verifier:
         if req.draft_probs:  # an independently sampling draft sent its q: classical rejection sampling
             gen = seeding.position_generator(req.seed, req.committed_len, "target")
             return sampling.verify_rejection(probs, drafts, self._dense_draft_probs(req), gen)
-        noise = seeding.gumbel_noise(req.seed, req.committed_len, len(req.draft_tokens) + 1, self.model.vocab_size)
+        noise = seeding.gumbel_noise(req.seed, req.committed_len, len(req.draft_tokens) + 1, self.backend.vocab_size)
         return sampling.verify_coupled(probs, drafts, noise)
 
     @staticmethod
@@ -179,7 +184,7 @@ class Verifier:
         return tuple(TokenLogprob(t, lp, top) for t, lp, top in zip(emitted, chosen, tops, strict=True))
 
     def _dense_draft_probs(self, req: VerifyInput) -> torch.Tensor:
-        q = torch.zeros(len(req.draft_probs), self.model.vocab_size)  # [gamma, vocab]
+        q = torch.zeros(len(req.draft_probs), self.backend.vocab_size)  # [gamma, vocab]
         for i, (ids, probs) in enumerate(req.draft_probs):
             q[i, torch.tensor(ids, dtype=torch.long)] = torch.tensor(probs, dtype=torch.float32)
         return q

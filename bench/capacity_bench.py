@@ -1,0 +1,236 @@
+"""Capacity benchmark: one target serving 1..32 concurrent sessions, batched vs serialised, through `dsd serve`.
+
+    python bench/capacity_bench.py                 # 1, 4, 8, 16, 32 clients; ~25 min on a 2-core machine
+    python bench/capacity_bench.py --quick         # 1, 4, 8 clients, shorter answers (a smoke run)
+
+What a user runs: `dsd serve` (target and draft processes over gRPC, the OpenAI API), SmolLM2-135M-Instruct
+target in float32, the default drafting (hybrid; model-free when no distilled draft is cached). N clients send
+one streamed greedy chat completion each, at the same moment, half open chat and half grounded (an answer
+that quotes its prompt). Configurations, side by side in one run:
+  - batched:     the target packs every session's round into one forward pass (continuous batching);
+  - serialised:  `--no-batching`, one session per forward pass (the behaviour before batching);
+  - target-only: batched, `--proposer none`: every session is a target-only stream (no speculation).
+Aggregate tokens/s = all completion tokens / wall time of the wave; TPOT per request = (last - first token)
+/ (tokens - 1). Every output is compared token for token with the serialised run's and, for the first
+prompts, with the target decoding alone in this process. Writes docs/benchmarks/capacity.{csv,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from dsd_runtime.common import models
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "docs" / "benchmarks"
+CONFIGS = {"batched": ("--batching", "hybrid"), "serialised": ("--no-batching", "hybrid"),
+           "target-only": ("--batching", "none")}
+TOPICS = ["bees", "tides", "bread", "rainbows", "volcanoes", "owls", "glaciers", "comets"]
+PLACES = ["Arden", "Belmont", "Carlow", "Dunmore", "Elston", "Fairview", "Glenwood", "Harlow"]
+
+
+def prompt(k: int) -> str:
+    """Half open chat, half grounded (repeat a given text), each one unlike the others."""
+    if k % 2 == 0:
+        return f"Explain to a ten year old how {TOPICS[k // 2 % 8]} work, in a few sentences. (#{k})"
+    place = PLACES[k // 2 % 8]
+    text = (f"The {place} library opens at {8 + k % 3} on weekdays and lends up to {4 + k % 5} books for "
+            f"{2 + k % 3} weeks. Its reading room closes an hour before the building.")
+    return f"{text}\n\nRepeat the text above word for word."
+
+
+@dataclass
+class Reply:
+    text: str = ""
+    tokens: int = 0
+    first_s: float = 0.0
+    end_s: float = 0.0
+
+    @property
+    def tpot_s(self) -> float:
+        return (self.end_s - self.first_s) / max(1, self.tokens - 1)
+
+
+@dataclass
+class Wave:
+    config: str
+    clients: int
+    tokens: int
+    seconds: float
+    tpots: list[float]
+    statuses: list[int]
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+
+def _chat(http: httpx.Client, port: int, text: str, max_tokens: int, t0: float) -> Reply:
+    body = {"model": models.SMOLLM2_TARGET, "messages": [{"role": "user", "content": text}],
+            "max_tokens": max_tokens, "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    reply = Reply()
+    with http.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=900) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                reply.tokens = int(chunk["usage"]["completion_tokens"])
+            for choice in chunk.get("choices", []):
+                content = (choice.get("delta") or {}).get("content") or ""
+                if content and not reply.text:
+                    reply.first_s = time.perf_counter() - t0
+                reply.text += content
+    reply.end_s = time.perf_counter() - t0
+    return reply
+
+
+def _wave(port: int, clients: int, max_tokens: int) -> tuple[float, list[Reply]]:
+    replies: list[Reply | None] = [None] * clients
+    barrier = threading.Barrier(clients + 1)
+
+    def run(i: int) -> None:
+        with httpx.Client() as http:
+            barrier.wait()
+            replies[i] = _chat(http, port, prompt(i), max_tokens, t0)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    t0 = time.perf_counter()
+    barrier.wait()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0, [r for r in replies if r is not None]
+
+
+def _serve(config: str, port: int) -> subprocess.Popen[bytes]:
+    batching, proposer = CONFIGS[config]
+    proc = subprocess.Popen([sys.executable, "-m", "dsd_cli.main", "serve", "--port", str(port), batching,
+                             "--proposer", proposer, "--dtype", "float32"], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit(f"dsd serve ({config}) exited with {proc.returncode}")
+        time.sleep(0.5)
+    raise SystemExit(f"dsd serve ({config}) not ready in 600 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--port", type=int, default=18300)
+    args = parser.parse_args()
+    counts = [1, 4, 8] if args.quick else [1, 4, 8, 16, 32]
+    max_tokens = 24 if args.quick else 48
+    waves: list[Wave] = []
+    outputs: dict[str, dict[int, str]] = {}
+    for config in CONFIGS:
+        proc = _serve(config, args.port)
+        try:
+            _wave(args.port, 1, 8)  # warm-up, not measured
+            outputs[config] = {}
+            for n in counts:
+                seconds, replies = _wave(args.port, n, max_tokens)
+                for i, r in enumerate(replies):
+                    outputs[config].setdefault(i, r.text)
+                    if outputs[config][i] != r.text:
+                        raise SystemExit(f"{config}: prompt {i} answered differently at {n} clients")
+                waves.append(Wave(config, n, sum(r.tokens for r in replies), seconds,
+                                  [r.tpot_s for r in replies], [200] * len(replies)))
+                print(f"{config:12s} {n:3d} clients  {waves[-1].tokens_per_s:6.1f} tok/s  "
+                      f"TPOT p50 {1000 * statistics.median(waves[-1].tpots):6.0f} ms", flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(60)
+    identical = all(outputs[c] == outputs["serialised"] for c in CONFIGS)
+    checked = _check_target_alone(outputs["serialised"], max_tokens, 4)
+    _report(waves, counts, identical, checked)
+
+
+def _check_target_alone(outputs: dict[int, str], max_tokens: int, k: int) -> int:
+    """The first k prompts' answers against the target decoding alone (same chat template, greedy, float32)."""
+    target = models.load(models.SMOLLM2_TARGET)
+    tok = target.tokenizer
+    eos = set(target.eos_token_ids)
+    for i in range(k):
+        ids = tok.apply_chat_template([{"role": "user", "content": prompt(i)}], add_generation_prompt=True,
+                                      tokenize=True, return_dict=True)["input_ids"]
+        alone = target.lm.greedy(list(ids), max_tokens)
+        cut = next((j for j, t in enumerate(alone) if t in eos), len(alone))
+        want = tok.decode(alone[:cut], skip_special_tokens=True)
+        if outputs[i] != want:
+            raise SystemExit(f"prompt {i}: DSD differs from the target alone:\n{outputs[i]!r}\n{want!r}")
+    return k
+
+
+def _report(waves: list[Wave], counts: list[int], identical: bool, checked: int) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    with (OUT / "capacity.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["config", "clients", "tokens", "seconds", "tokens_per_s", "tpot_p50_ms", "tpot_p95_ms"])
+        for v in waves:
+            w.writerow([v.config, v.clients, v.tokens, f"{v.seconds:.2f}", f"{v.tokens_per_s:.2f}",
+                        f"{1000 * _pct(v.tpots, 50):.0f}", f"{1000 * _pct(v.tpots, 95):.0f}"])
+    rate = {(v.config, v.clients): v.tokens_per_s for v in waves}
+    lines = ["| clients | " + " | ".join(f"{c} tok/s (TPOT p50/p95 ms)" for c in CONFIGS)
+             + " | batched / serialised | batched / 1 client |", "|---" * (len(CONFIGS) + 3) + "|"]
+    for n in counts:
+        cells = []
+        for c in CONFIGS:
+            v = next(x for x in waves if x.config == c and x.clients == n)
+            cells.append(f"{v.tokens_per_s:.1f} ({1000 * _pct(v.tpots, 50):.0f}/{1000 * _pct(v.tpots, 95):.0f})")
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {rate['batched', n] / rate['serialised', n]:.2f}x | "
+                     f"{rate['batched', n] / rate['batched', 1]:.2f}x |")
+    lines += ["", f"Outputs identical across configurations and client counts: {identical}; the first {checked} "
+              "prompts equal the target decoding alone."]
+    text = "\n".join(lines)
+    (OUT / "capacity.md").write_text(text + "\n")
+    print(text)
+    _plot(waves, counts)
+
+
+def _pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def _plot(waves: list[Wave], counts: list[int]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for c in CONFIGS:
+        mine = [next(v for v in waves if v.config == c and v.clients == n) for n in counts]
+        a.plot(counts, [v.tokens_per_s for v in mine], marker="o", label=c)
+        b.plot(counts, [1000 * _pct(v.tpots, 50) for v in mine], marker="o", label=c)
+    a.set_xlabel("concurrent clients")
+    a.set_ylabel("aggregate tokens/s")
+    b.set_xlabel("concurrent clients")
+    b.set_ylabel("TPOT p50 (ms)")
+    a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(OUT / "capacity.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()

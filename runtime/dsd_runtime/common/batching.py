@@ -1,0 +1,175 @@
+"""Continuous batching: forward calls made concurrently by many sessions' threads run as one packed pass.
+
+Each caller blocks in `forward()` as if it ran the model alone. One worker thread takes whatever is queued
+when the previous pass ends (sessions join and leave every step), packs it up to `max_batch_tokens`, and
+runs it with `CausalLM.forward_many`. A prefill larger than what is left of the budget is split into chunks
+over several passes (chunked prefill), so one long prompt does not stall every other session's step. A call
+is all or nothing: when a pass fails, each of its sequences is rolled back to where that call found it.
+`max_batch_sequences=1` serialises the calls (one session per pass), the behaviour before batching, kept for
+comparisons.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from dsd_runtime.common.lm import CausalLM, ForwardItem, KVSequence
+
+PassObserver = Callable[[int, int, float], None]  # (sequences, tokens, seconds) of one pass
+
+
+@dataclass
+class _Call:
+    seq: KVSequence
+    token_ids: list[int]
+    keep_last: int
+    length_at_start: int
+    fed: int = 0  # tokens already run (earlier chunks)
+    done: threading.Event = field(default_factory=threading.Event)
+    logits: torch.Tensor | None = None
+    error: BaseException | None = None
+
+
+class BatchingLM:
+    """A CausalLM whose `forward` may be called from many threads at once; calls are batched.
+
+    Exposes what the callers of a CausalLM use (forward, new_sequence, rollback, sizes), so servers and
+    proposers take either.
+    """
+
+    def __init__(self, lm: CausalLM, max_batch_tokens: int = 1024, max_batch_sequences: int = 64,
+                 on_pass: PassObserver | None = None) -> None:
+        if max_batch_tokens < 1 or max_batch_sequences < 1:
+            raise ValueError("max_batch_tokens and max_batch_sequences must be >= 1")
+        self.lm = lm
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_sequences = max_batch_sequences
+        self.on_pass = on_pass
+        self._queue: deque[_Call] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._worker = threading.Thread(target=self._run, name=f"dsd-batch-{lm.name}", daemon=True)
+        self._worker.start()
+
+    # What callers of a CausalLM read.
+    @property
+    def name(self) -> str:
+        return self.lm.name
+
+    @property
+    def vocab_size(self) -> int:
+        return self.lm.vocab_size
+
+    @property
+    def max_context(self) -> int:
+        return self.lm.max_context
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return self.lm.kv_bytes_per_token
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.lm.model
+
+    def new_sequence(self) -> KVSequence:
+        return self.lm.new_sequence()
+
+    rollback = staticmethod(CausalLM.rollback)
+
+    def forward(self, seq: KVSequence, token_ids: Sequence[int], keep_last: int | None = None) -> torch.Tensor:
+        """As CausalLM.forward; blocks until the pass that completes this call has run."""
+        tokens = list(token_ids)
+        keep = len(tokens) if keep_last is None else keep_last
+        if not tokens or not 0 <= keep <= len(tokens):
+            raise ValueError(f"forward over {len(tokens)} tokens cannot keep the last {keep} logits")
+        call = _Call(seq, tokens, keep, seq.length)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the batcher is closed")
+            self._queue.append(call)
+            self._cond.notify()
+        call.done.wait()
+        if call.error is not None:
+            raise call.error
+        assert call.logits is not None
+        return call.logits
+
+    def greedy(self, prompt_ids: Sequence[int], n: int) -> list[int]:
+        return self.lm.greedy(prompt_ids, n)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _take(self) -> list[tuple[_Call, int]]:
+        """The next pass: (call, tokens to run now) in queue order, within the token and sequence budgets."""
+        batch: list[tuple[_Call, int]] = []
+        seen: set[int] = set()
+        budget = self.max_batch_tokens
+        for call in self._queue:
+            if len(batch) >= self.max_batch_sequences or budget <= 0:
+                break
+            if id(call.seq) in seen:  # one call per sequence and pass; the next waits its turn
+                continue
+            remaining = len(call.token_ids) - call.fed
+            take = remaining if remaining <= budget else budget
+            if take < remaining:
+                # A chunk: the last chunk must hold every position whose logits are kept.
+                take = min(take, remaining - call.keep_last)
+                if take <= 0:
+                    take = remaining if not batch else 0  # alone in a pass, a call runs whole
+            if take <= 0:
+                continue
+            batch.append((call, take))
+            seen.add(id(call.seq))
+            budget -= take
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    for call in self._queue:
+                        call.error = RuntimeError("the batcher is closed")
+                        call.done.set()
+                    self._queue.clear()
+                    return
+                batch = self._take()
+            self._run_pass(batch)
+
+    def _run_pass(self, batch: list[tuple[_Call, int]]) -> None:
+        items = []
+        for call, take in batch:
+            final = call.fed + take == len(call.token_ids)
+            items.append(ForwardItem(call.seq, call.token_ids[call.fed: call.fed + take],
+                                     call.keep_last if final else 0))
+        start = time.perf_counter()
+        try:
+            results = self.lm.forward_many(items)
+        except BaseException as e:
+            with self._cond:
+                for call, _ in batch:
+                    CausalLM.rollback(call.seq, call.seq.length - call.length_at_start)
+                    call.error = e
+                    self._queue.remove(call)
+                    call.done.set()
+            return
+        if self.on_pass is not None:
+            self.on_pass(len(batch), sum(take for _, take in batch), time.perf_counter() - start)
+        with self._cond:
+            for (call, take), logits in zip(batch, results, strict=True):
+                call.fed += take
+                if call.fed == len(call.token_ids):
+                    call.logits = logits
+                    self._queue.remove(call)
+                    call.done.set()
