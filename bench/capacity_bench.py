@@ -2,6 +2,7 @@
 
     python bench/capacity_bench.py                 # 1, 4, 8, 16, 32 clients; ~25 min on a 2-core machine
     python bench/capacity_bench.py --quick         # 1, 4, 8 clients, shorter answers (a smoke run)
+    python bench/capacity_bench.py --load-only     # only the bounded load test below (~3 min)
 
 What a user runs: `dsd serve` (target and draft processes over gRPC, the OpenAI API), SmolLM2-135M-Instruct
 target in float32, the default drafting (hybrid; model-free when no distilled draft is cached). N clients send
@@ -13,6 +14,11 @@ that quotes its prompt). Configurations, side by side in one run:
 Aggregate tokens/s = all completion tokens / wall time of the wave; TPOT per request = (last - first token)
 / (tokens - 1). Every output is compared token for token with the serialised run's and, for the first
 prompts, with the target decoding alone in this process. Writes docs/benchmarks/capacity.{csv,md,png}.
+
+Bounded load test: 64 clients for 60 s against a target limited to 16 sessions (`--max-sessions 16`), each
+client sending request after request (backing off for Retry-After on a 429): only 200s and 429s may come
+back, the target's and the draft's RSS stay bounded (sampled every second), and every completed answer is
+compared with the target decoding alone. Writes docs/benchmarks/load.md.
 """
 
 from __future__ import annotations
@@ -116,10 +122,11 @@ def _wave(port: int, clients: int, max_tokens: int) -> tuple[float, list[Reply]]
     return time.perf_counter() - t0, [r for r in replies if r is not None]
 
 
-def _serve(config: str, port: int) -> subprocess.Popen[bytes]:
+def _serve(config: str, port: int, target_args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     batching, proposer = CONFIGS[config]
+    extra = [f"--target-arg={arg}" for arg in target_args]
     proc = subprocess.Popen([sys.executable, "-m", "dsd_cli.main", "serve", "--port", str(port), batching,
-                             "--proposer", proposer, "--dtype", "float32"], stdout=subprocess.DEVNULL)
+                             "--proposer", proposer, "--dtype", "float32", *extra], stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         try:
@@ -133,11 +140,82 @@ def _serve(config: str, port: int) -> subprocess.Popen[bytes]:
     raise SystemExit(f"dsd serve ({config}) not ready in 600 s")
 
 
+def _rss_mib(pid: int) -> float:
+    """Resident memory of `pid` and its children (the draft and target processes of `dsd serve`)."""
+    total = 0.0
+    for p in [pid, *_children(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        kids = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return kids + [g for k in kids for g in _children(k)]
+
+
+def load_test(port: int, clients: int = 64, seconds: float = 60.0, max_tokens: int = 24) -> None:
+    proc = _serve("batched", port, ("--max-sessions=16",))
+    statuses: dict[int, int] = {}
+    answers: list[tuple[int, str]] = []
+    rss: list[float] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client(i: int) -> None:
+        with httpx.Client() as http:
+            while time.monotonic() < stop:
+                body = {"model": models.SMOLLM2_TARGET, "messages": [{"role": "user", "content": prompt(i % 16)}],
+                        "max_tokens": max_tokens, "temperature": 0}
+                r = http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=300)
+                with lock:
+                    statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                    if r.status_code == 200:
+                        answers.append((i % 16, r.json()["choices"][0]["message"]["content"]))
+                if r.status_code == 429:
+                    time.sleep(min(float(r.headers.get("Retry-After", "1")), 1.0))
+
+    try:
+        _wave(port, 1, 8)
+        base = _rss_mib(proc.pid)
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            rss.append(_rss_mib(proc.pid))
+            time.sleep(1.0)
+        for t in threads:
+            t.join()
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    refs = _target_alone_texts(sorted({k for k, _ in answers}), max_tokens)
+    wrong = sum(1 for k, text in answers if text != refs[k])
+    lines = [f"64 clients for {seconds:.0f} s, target --max-sessions 16: responses by status "
+             f"{dict(sorted(statuses.items()))}; {len(answers)} completed answers, {wrong} differing from the "
+             f"target alone; RSS of draft + target {base:.0f} MiB before, at most {max(rss):.0f} MiB under load."]
+    (OUT / "load.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if set(statuses) - {200, 429} or wrong:
+        raise SystemExit("load test failed: a status other than 200/429, or an answer that differs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--load-only", action="store_true")
     parser.add_argument("--port", type=int, default=18300)
     args = parser.parse_args()
+    if args.load_only:
+        load_test(args.port)
+        return
     counts = [1, 4, 8] if args.quick else [1, 4, 8, 16, 32]
     max_tokens = 24 if args.quick else 48
     waves: list[Wave] = []
@@ -163,19 +241,30 @@ def main() -> None:
     identical = all(outputs[c] == outputs["serialised"] for c in CONFIGS)
     checked = _check_target_alone(outputs["serialised"], max_tokens, 4)
     _report(waves, counts, identical, checked)
+    if not args.quick:
+        load_test(args.port)
 
 
-def _check_target_alone(outputs: dict[int, str], max_tokens: int, k: int) -> int:
-    """The first k prompts' answers against the target decoding alone (same chat template, greedy, float32)."""
+def _target_alone_texts(prompts: list[int], max_tokens: int) -> dict[int, str]:
+    """Answers of the target decoding alone (same chat template, greedy, float32), by prompt index."""
     target = models.load(models.SMOLLM2_TARGET)
     tok = target.tokenizer
     eos = set(target.eos_token_ids)
-    for i in range(k):
+    texts = {}
+    for i in prompts:
         ids = tok.apply_chat_template([{"role": "user", "content": prompt(i)}], add_generation_prompt=True,
                                       tokenize=True, return_dict=True)["input_ids"]
         alone = target.lm.greedy(list(ids), max_tokens)
         cut = next((j for j, t in enumerate(alone) if t in eos), len(alone))
-        want = tok.decode(alone[:cut], skip_special_tokens=True)
+        texts[i] = tok.decode(alone[:cut], skip_special_tokens=True)
+    return texts
+
+
+def _check_target_alone(outputs: dict[int, str], max_tokens: int, k: int) -> int:
+    """The first k prompts' answers against the target decoding alone."""
+    refs = _target_alone_texts(list(range(k)), max_tokens)
+    for i in range(k):
+        want = refs[i]
         if outputs[i] != want:
             raise SystemExit(f"prompt {i}: DSD differs from the target alone:\n{outputs[i]!r}\n{want!r}")
     return k

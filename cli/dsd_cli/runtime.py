@@ -81,7 +81,8 @@ def register(app: typer.Typer) -> None:
         tokenizer: str = typer.Option(SMOLLM2_TARGET, help="With --model none: whose tokenizer to use (the "
                                       "target's model reference)."),
         proposer: str = PROPOSER,
-        target: str = typer.Option("127.0.0.1:50051", help="Target gRPC address host:port."),
+        target: str = typer.Option("127.0.0.1:50051", help="Target gRPC address host:port; several replicas "
+                                   "comma-separated (a replica that fails is left for the next)."),
         host: str = "127.0.0.1", port: int = 8000, control_port: int = 50052,
         gamma: int = GAMMA, gamma_min: int = GAMMA_MIN, gamma_max: int = GAMMA_MAX, policy: str = POLICY,
         pipelined: bool = PIPELINED, delay_ms: float = DELAY, jitter_ms: float = JITTER,
@@ -113,6 +114,8 @@ def register(app: typer.Typer) -> None:
         jitter_ms: float = JITTER, bandwidth_mbps: float = BANDWIDTH, proposer: str = PROPOSER,
         dtype: str = typer.Option("auto", help="Target dtype: auto (as saved), float32, bfloat16."),
         batching: bool = typer.Option(True, help="--no-batching: the target runs one session per forward pass."),
+        target_arg: list[str] = typer.Option([], help="Extra `dsd target` argument, repeatable "
+                                             "(e.g. --target-arg=--max-sessions=16)."),
     ) -> None:
         """Run target and draft as two local processes over gRPC and serve the OpenAI API (the main job)."""
         from dsd_runtime.local import ServeOptions
@@ -123,9 +126,13 @@ def register(app: typer.Typer) -> None:
                       "--pipelined" if pipelined else "--blocking", "--delay-ms", str(delay_ms),
                       "--jitter-ms", str(jitter_ms), "--bandwidth-mbps", str(bandwidth_mbps), "--proposer", proposer,
                       "--tokenizer", target_model)
-        raise typer.Exit(run_serve(ServeOptions(target_model, draft_model, port, extra_draft_args=draft_args,
+        from dsd_runtime.common import models
+
+        raise typer.Exit(run_serve(ServeOptions(target_model, models.resolve_draft(draft_model), port,
+                                                extra_draft_args=draft_args,
                                                 extra_target_args=("--dtype", dtype,
-                                                                   "--batching" if batching else "--no-batching"))))
+                                                                   "--batching" if batching else "--no-batching",
+                                                                   *target_arg))))
 
     @app.command("generate")
     def generate(

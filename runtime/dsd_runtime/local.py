@@ -47,13 +47,16 @@ def _ready(url: str) -> bool:
 
 def serve(opts: ServeOptions) -> int:
     target_port = opts.target_port or _free_port()
-    # Two cores: pin each role to one intra-op thread so the draft's drafting overlaps the target's verify.
-    threads = "1" if (os.cpu_count() or 2) <= 2 else str(max(1, (os.cpu_count() or 2) // 2))
+    cores = os.cpu_count() or 2
+    if opts.draft_model == "none":  # model-free drafting costs next to nothing: the target gets every core
+        target_threads, draft_threads = cores, 1
+    else:  # half each, so the draft's drafting overlaps the target's verify
+        target_threads = draft_threads = max(1, cores // 2)
     target = subprocess.Popen([*_dsd(), "target", "--model", opts.target_model, "--port", str(target_port),
-                               "--metrics-port", "0", "--threads", threads, *opts.extra_target_args])
+                               "--metrics-port", "0", "--threads", str(target_threads), *opts.extra_target_args])
     draft = subprocess.Popen([*_dsd(), "draft", "--model", opts.draft_model, "--target",
                               f"127.0.0.1:{target_port}", "--port", str(opts.port), "--control-port", "0",
-                              "--threads", threads, *opts.extra_draft_args])
+                              "--threads", str(draft_threads), *opts.extra_draft_args])
     procs = [target, draft]
     stopping = False
 

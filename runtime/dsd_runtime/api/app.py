@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ from dsd_runtime.api.schemas import ERROR_RESPONSES, ChatCompletionRequest, Comp
 from dsd_runtime.common import seeding
 from dsd_runtime.draft.engine import Completion, DraftEngine, TextRequest
 from dsd_runtime.draft.speculating import Cancelled, GenerationStats
-from dsd_runtime.errors import InvalidRequest, ModelNotFound, TargetUnavailable
+from dsd_runtime.errors import DsdError, InvalidRequest, ModelNotFound, TargetUnavailable
 from dsd_spec.sampling import SamplingParams
 
 DEFAULT_MAX_TOKENS = 256
@@ -87,6 +88,8 @@ class _Api:
     def __init__(self, engine: DraftEngine) -> None:
         self.engine = engine
         self.texts = responses.TokenTexts(engine.draft.tokenizer)
+        # One thread per generation in flight (they mostly wait on the target); the target bounds how many.
+        self.pool = futures.ThreadPoolExecutor(max_workers=512, thread_name_prefix="dsd-complete")
 
     def require_ready(self) -> None:
         if not self.engine.ready.is_set():
@@ -153,7 +156,14 @@ class _Api:
             chunk_env = Envelope(env.id, "chat.completion.chunk" if chat else "text_completion", env.created,
                                  env.model, chat)
             usage_n = body.n if body.include_usage else 0
-            return StreamingResponse(self._stream(choices, chunk_env, wants_logprobs, usage_n),
+            run = _Generations(self.engine, choices, asyncio.get_running_loop())
+            # The status line waits for the first token: a target that refuses the session (full) is a 429
+            # with Retry-After, which clients retry, rather than an error event inside a 200 stream.
+            first = await run.first(request)
+            if first is None or isinstance(first[1], DsdError):
+                run.cancel.set()
+                return Response(status_code=499) if first is None else errors.from_dsd_error(first[1])
+            return StreamingResponse(self._stream(run, first, chunk_env, wants_logprobs, usage_n),
                                      media_type="text/event-stream")
         done = await self._complete_all(choices, request)
         if done is None:  # the client went away: nobody reads this
@@ -168,9 +178,12 @@ class _Api:
     async def _complete_all(self, choices: list[Choice], request: Request) -> list[Completion] | None:
         """All choices concurrently; None if the client disconnects first (every generation is cancelled)."""
         cancels = [threading.Event() for _ in choices]
+        loop = asyncio.get_running_loop()
+        # Not asyncio.to_thread: its default pool (a few threads) would queue requests here, unseen, instead of
+        # letting them reach the target, which admits them or answers 429 at once.
         work = asyncio.ensure_future(asyncio.gather(*[
-            asyncio.to_thread(self.engine.complete, c.request, cancel) for c, cancel in zip(choices, cancels,
-                                                                                            strict=True)]))
+            loop.run_in_executor(self.pool, self.engine.complete, c.request, cancel)
+            for c, cancel in zip(choices, cancels, strict=True)]))
         work.add_done_callback(_retrieve)
         gone = asyncio.ensure_future(_disconnected(request))
         try:
@@ -181,28 +194,12 @@ class _Api:
             gone.cancel()
         return work.result() if work.done() else None
 
-    async def _stream(self, choices: list[Choice], env: Envelope, wants_logprobs: bool,
+    async def _stream(self, run: _Generations, peeked: tuple[int, Any], env: Envelope, wants_logprobs: bool,
                       usage_n: int) -> AsyncIterator[str]:
         """SSE chunks; with usage_n (= n, when stream_options.include_usage) a final usage chunk."""
         include_usage = usage_n > 0
-        cancel = threading.Event()
-        queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        stats = [GenerationStats() for _ in choices]
+        choices, cancel, queue, stats = run.choices, run.cancel, run.queue, run.stats
         extra = {"usage": None} if include_usage else {}
-
-        def produce(c: Choice) -> None:
-            try:
-                for chunk in self.engine.stream(c.request, cancel, stats[c.index]):
-                    loop.call_soon_threadsafe(queue.put_nowait, (c.index, chunk))
-            except Cancelled:
-                pass
-            except Exception as e:  # surfaced to the client as an error event
-                loop.call_soon_threadsafe(queue.put_nowait, (c.index, e))
-            loop.call_soon_threadsafe(queue.put_nowait, (c.index, None))
-
-        for c in choices:
-            threading.Thread(target=produce, args=(c,), name=f"gen-{env.id}-{c.index}", daemon=True).start()
         try:
             for c in choices:
                 first = c.prefix if c.prefix else ("" if env.chat else None)
@@ -211,8 +208,10 @@ class _Api:
                                                                          role=True)], **extra))
             offsets = [len(c.prefix) for c in choices]
             running = len(choices)
+            upcoming: tuple[int, Any] | None = peeked  # what respond() waited for comes first
             while running:
-                index, item = await queue.get()
+                index, item = upcoming if upcoming is not None else await queue.get()
+                upcoming = None
                 if item is None:
                     running -= 1
                     continue
@@ -229,6 +228,43 @@ class _Api:
             yield responses.SSE_DONE
         finally:
             cancel.set()  # client gone or stream finished: stop generating, close the target sessions
+
+
+class _Generations:
+    """The choices of one streamed request, each generating on its own thread into one queue of
+    (choice index, TextChunk | exception | None at its end)."""
+
+    def __init__(self, engine: DraftEngine, choices: list[Choice], loop: asyncio.AbstractEventLoop) -> None:
+        self.choices = choices
+        self.cancel = threading.Event()
+        self.queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+        self.stats = [GenerationStats() for _ in choices]
+
+        def produce(c: Choice) -> None:
+            try:
+                for chunk in engine.stream(c.request, self.cancel, self.stats[c.index]):
+                    loop.call_soon_threadsafe(self.queue.put_nowait, (c.index, chunk))
+            except Cancelled:
+                pass
+            except Exception as e:  # surfaced to the client as an error (event)
+                loop.call_soon_threadsafe(self.queue.put_nowait, (c.index, e))
+            loop.call_soon_threadsafe(self.queue.put_nowait, (c.index, None))
+
+        for c in choices:
+            threading.Thread(target=produce, args=(c,), name=f"gen-{c.index}", daemon=True).start()
+
+    async def first(self, request: Request) -> tuple[int, Any] | None:
+        """The first item any choice produced; None if the client went away before it."""
+        item = asyncio.ensure_future(self.queue.get())
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({item, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if item.done():
+            return item.result()
+        item.cancel()
+        return None
 
 
 def _choice_seed(seed: int | None, index: int) -> int | None:

@@ -5,8 +5,10 @@ when the previous pass ends (sessions join and leave every step), packs it up to
 runs it with `CausalLM.forward_many`. A prefill larger than what is left of the budget is split into chunks
 over several passes (chunked prefill), so one long prompt does not stall every other session's step. A call
 is all or nothing: when a pass fails, each of its sequences is rolled back to where that call found it.
-`max_batch_sequences=1` serialises the calls (one session per pass), the behaviour before batching, kept for
-comparisons.
+Sessions whose step just finished come back within a moment (a decode stream sends its token and asks for
+the next): a pass waits up to `gather_s` (and at most a fifth of the last pass) for those of the previous
+pass, so they stay in step instead of drifting into passes of one. `max_batch_sequences=1` serialises the
+calls (one session per pass), the behaviour before batching, kept for comparisons.
 """
 
 from __future__ import annotations
@@ -44,13 +46,16 @@ class BatchingLM:
     """
 
     def __init__(self, lm: CausalLM, max_batch_tokens: int = 1024, max_batch_sequences: int = 64,
-                 on_pass: PassObserver | None = None) -> None:
+                 on_pass: PassObserver | None = None, gather_s: float = 0.005) -> None:
         if max_batch_tokens < 1 or max_batch_sequences < 1:
             raise ValueError("max_batch_tokens and max_batch_sequences must be >= 1")
         self.lm = lm
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_sequences = max_batch_sequences
         self.on_pass = on_pass
+        self.gather_s = gather_s
+        self._previous: set[int] = set()  # sequences of the last pass
+        self._last_pass_s = 0.0
         self._queue: deque[_Call] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -109,6 +114,19 @@ class BatchingLM:
             self._closed = True
             self._cond.notify()
 
+    def _gather(self) -> None:
+        """Waits (briefly) until every sequence of the previous pass is queued again, or the budget is full."""
+        if self.max_batch_sequences == 1 or len(self._previous) < 2:
+            return
+        deadline = time.monotonic() + min(self.gather_s, self._last_pass_s / 5)
+        while not self._closed and len(self._queue) < self.max_batch_sequences:
+            if self._previous <= {id(c.seq) for c in self._queue}:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(left)
+
     def _take(self) -> list[tuple[_Call, int]]:
         """The next pass: (call, tokens to run now) in queue order, within the token and sequence budgets."""
         batch: list[tuple[_Call, int]] = []
@@ -138,6 +156,7 @@ class BatchingLM:
             with self._cond:
                 while not self._queue and not self._closed:
                     self._cond.wait()
+                self._gather()
                 if self._closed:
                     for call in self._queue:
                         call.error = RuntimeError("the batcher is closed")
@@ -164,8 +183,10 @@ class BatchingLM:
                     self._queue.remove(call)
                     call.done.set()
             return
+        self._last_pass_s = time.perf_counter() - start
+        self._previous = {id(call.seq) for call, _ in batch}
         if self.on_pass is not None:
-            self.on_pass(len(batch), sum(take for _, take in batch), time.perf_counter() - start)
+            self.on_pass(len(batch), sum(take for _, take in batch), self._last_pass_s)
         with self._cond:
             for (call, take), logits in zip(batch, results, strict=True):
                 call.fed += take
