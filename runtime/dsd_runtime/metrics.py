@@ -80,7 +80,8 @@ class TargetMetrics:
         codes = Counter("dsd_target_requests_total", "Verify RPCs by gRPC status code.", ["code"],
                         registry=registry)
         self.requests_ok = codes.labels(code="OK")
-        self.queued = Gauge("dsd_target_queued_rounds", "Verify rounds waiting for the model.", registry=registry)
+        self.queued = Gauge("dsd_target_queued_rounds", "Rounds in flight (waiting for or in a forward pass).",
+                            registry=registry)
         self.requests_by_code = codes
         self.tokens_verified = Counter("dsd_target_tokens_verified_total", "Positions verified (window + 1).",
                                        registry=registry)

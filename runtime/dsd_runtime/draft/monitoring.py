@@ -3,7 +3,8 @@
 A background thread connects (Info + tokenizer compatibility), then follows the target's standard gRPC health
 service with a Watch stream: NOT_SERVING (graceful shutdown) or a broken stream (target lost) clears the
 engine's `ready` event at once, so /readyz and /v1/models stop advertising a server that cannot answer; when
-the target is back the thread reconnects and sets it again. Started by `dsd draft` and `dsd serve`.
+the target is back the thread reconnects and sets it again. With several target replicas it follows the one the
+client uses and, when that one is lost, moves the client to the next. Started by `dsd draft` and `dsd serve`.
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ class TargetMonitor(threading.Thread):
         self.failure: IncompatibleModels | None = None  # fatal: the pair can never work
         self._stopping = threading.Event()
         self._call: grpc.Future | None = None
-        self._health = health_pb2_grpc.HealthStub(engine.client.channel)
 
     def run(self) -> None:
         while not self._stopping.is_set():
+            client = self.engine.client
+            address = client.address
             try:
                 self.engine.handshake(self.connect_timeout_s)  # again after each loss: it may be a new target
-                self._follow_health()
+                self._follow_health(health_pb2_grpc.HealthStub(client.channel))
             except IncompatibleModels as e:
                 self.failure = e
                 self.engine.ready.clear()
@@ -47,10 +49,11 @@ class TargetMonitor(threading.Thread):
                 if self.engine.ready.is_set():
                     log.warning("target lost: %s", e)
                 self.engine.ready.clear()
+                client.failover(address)  # several replicas: try the next one
             self._stopping.wait(RETRY_S)
 
-    def _follow_health(self) -> None:
-        call = self._health.Watch(health_pb2.HealthCheckRequest(service=TARGET_SERVICE), wait_for_ready=True)
+    def _follow_health(self, health: health_pb2_grpc.HealthStub) -> None:
+        call = health.Watch(health_pb2.HealthCheckRequest(service=TARGET_SERVICE), wait_for_ready=True)
         self._call = call
         for update in call:
             if update.status == health_pb2.HealthCheckResponse.SERVING:

@@ -53,9 +53,9 @@ def _up(url: str) -> bool:
 
 @contextmanager
 def api_server(target: models.LoadedModel, draft: models.LoadedModel,
-               window: WindowConfig | None = None) -> Iterator[ApiServer]:
+               window: WindowConfig | None = None, **target_settings: object) -> Iterator[ApiServer]:
     """A real gRPC target and a draft server's HTTP API in front of it, both on loopback, torn down after."""
-    server = start_target(target)
+    server = start_target(target, **target_settings)
     engine = DraftEngine(draft, f"127.0.0.1:{server.port}", window or WindowConfig(gamma=3), target_deadline_s=5,
                          served_model_name="tiny")
     engine.connect()

@@ -9,7 +9,7 @@ import pytest
 from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
 from dsd_runtime.draft.engine import DraftEngine
 from dsd_runtime.draft.windowing import WindowConfig
-from tests.runtime.api.conftest import run_api
+from tests.runtime.api.conftest import api_server, run_api
 
 
 @pytest.mark.parametrize(
@@ -129,3 +129,15 @@ def test_unreachable_target_is_503_with_retry_after_within_the_deadline(loaded):
         server.should_exit = True
         thread.join(10)
         engine.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_full_target_is_a_429_with_retry_after_streamed_or_not(loaded, stream):
+    """Back-pressure reaches the client as OpenAI's rate-limit error, before any 200 header goes out."""
+    with api_server(loaded["target"], loaded["partial"], max_sessions=0) as server:
+        r = httpx.post(f"{server.base_url}/v1/completions", timeout=30,
+                       json={"model": "tiny", "prompt": "Hello", "max_tokens": 4, "stream": stream})
+    assert r.status_code == 429
+    assert r.headers["Retry-After"]
+    assert r.json()["error"]["type"] == "rate_limit_error"
+    assert "at capacity" in r.json()["error"]["message"]
