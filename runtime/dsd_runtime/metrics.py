@@ -34,6 +34,9 @@ class DraftMetrics:
                                     buckets=_LATENCY_BUCKETS, registry=registry)
         self.draft_step = Histogram("dsd_draft_step_seconds", "One draft forward step.",
                                     buckets=_LATENCY_BUCKETS, registry=registry)
+        self.batch_sequences = Histogram(
+            "dsd_draft_batch_sequences", "Requests whose draft-model steps were packed into one forward pass.",
+            buckets=(1, 2, 4, 8, 16, 32, 64), registry=registry)
         self.ttft = Histogram("dsd_time_to_first_token_seconds", "Request start to first output token.",
                               buckets=_LATENCY_BUCKETS, registry=registry)
         self.itl = Histogram("dsd_inter_token_latency_seconds", "Time between output tokens of a request.",

@@ -68,6 +68,17 @@ def target_alone_tokens_per_s(signals: Signals, costs: RoundCosts) -> float:
     return 1.0 / costs.verify(1)
 
 
+def measured_speculating_tokens_per_s(signals: Signals, gamma: int, pipelined: bool) -> float | None:
+    """What the speculating rounds delivered per request, as measured: tokens per round over a round's time (the
+    drafts' round trip, plus the drafting when it is not pipelined). It sees what a pooled prediction misses:
+    a per-round proposer (hybrid) speculates only where it pays and streams target-only elsewhere."""
+    tokens, round_s = signals.tokens_per_round, signals.round_trip_s
+    if not tokens or not round_s:
+        return None
+    drafting_s = 0.0 if pipelined or not signals.draft_step_s else gamma * signals.draft_step_s
+    return tokens / (round_s + drafting_s)
+
+
 def crossover_rtt_s(spec: api.DSDDeploymentSpec, signals: Signals, limit_s: float = 2.0) -> float | None:
     """The network round trip above which no window beats the target alone, at the measured acceptance and
     costs; None until speculation is measured. Bisection: goodput falls as the round trip grows."""
@@ -126,13 +137,17 @@ def _decide(spec: api.DSDDeploymentSpec, signals: Signals, previous: Speculation
     best = choose_gamma(costs, alphas, bounds, s.pipelined, previous.gamma, hysteresis=deadband, max_step=1)
     speculative = goodput_tokens_per_s(costs, alphas, best, s.pipelined)
     alone = target_alone_tokens_per_s(signals, costs)
+    measured = measured_speculating_tokens_per_s(signals, previous.gamma, s.pipelined)
     figures = (f"acceptance {signals.acceptance or 0:.2f}, {signals.tokens_per_round or 0:.2f} tokens/round, "
                f"round trip {1e3 * costs.rtt_s:.0f} ms + verify {1e3 * costs.verify(best + 1):.0f} ms: "
-               f"gamma {best} predicts {speculative:.1f} tokens/s vs {alone:.1f} for the target alone")
+               f"gamma {best} predicts {speculative:.1f} tokens/s"
+               + (f" (rounds measured {measured:.1f})" if measured else "")
+               + f" vs {alone:.1f} for the target alone")
     if now_s - previous.since < tune.min_dwell_seconds:
         return replace(previous, reason=Why.DWELL if previous.reason != Why.INITIAL else previous.reason,
                        message=f"{figures}; holding gamma {previous.gamma} for the dwell time")
-    if speculative * (1.0 + deadband) < alone:
+    # Off only when neither the prediction nor the rounds as measured beat the target alone.
+    if speculative * (1.0 + deadband) < alone and (measured is None or measured * (1.0 + deadband) < alone):
         base = tune.probe_after_seconds
         wait = min(previous.probe_after_s * 2, base * MAX_PROBE_BACKOFF) if previous.probe_after_s else base
         return Speculation(previous.gamma, OFF, Why.DOES_NOT_PAY, f"{figures}; next probe in {wait} s", now_s, wait)

@@ -74,7 +74,8 @@ class DraftEngine:
         self.target_max_context = draft.lm.max_context if draft.lm is not None else 2048
         self.vocab_size = draft.vocab_size  # the target's, once connected
         # Concurrent requests' draft steps run as one packed forward pass (continuous batching).
-        self.batcher = BatchingLM(draft.lm) if draft.lm is not None else None
+        self.batcher = BatchingLM(draft.lm, on_pass=lambda seqs, _t, _s: self.metrics.batch_sequences.observe(seqs)
+                                  ) if draft.lm is not None else None
         self.speculator = Speculator(self.batcher, self.client, self.window, self.metrics, self.drafting,
                                      self.target_max_context)
         self.served_model_name = served_model_name

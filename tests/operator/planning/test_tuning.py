@@ -26,7 +26,9 @@ def _spec(**autotune: Any) -> api.DSDDeploymentSpec:
 def _signals(alpha: float, rtt_s: float = 0.0, rounds: float = 10.0) -> Signals:
     compute = 0.05
     return Signals(sampled_at="t", targets_up=1, drafts_up=1, tokens_per_s=30.0, rounds_per_s=rounds,
-                   proposed_per_s=4 * rounds, accepted_per_s=4 * rounds * alpha, alpha_by_position=(alpha,) * 4,
+                   # Consistent with the conditional alphas: E[accepted per round] = alpha + alpha^2 + ...
+                   proposed_per_s=4 * rounds, accepted_per_s=rounds * sum(alpha**i for i in range(1, 5)),
+                   alpha_by_position=(alpha,) * 4,
                    draft_step_s=None, verify_s_by_positions=VERIFY, round_trip_s=compute + rtt_s, compute_s=compute)
 
 
@@ -47,6 +49,18 @@ def test_the_window_follows_acceptance_and_round_trip(alpha, rtt_s, step_s, gamm
     assert (d.gamma, d.mode, d.reason) == (gamma, mode, reason)
     if (gamma, mode) != (4, "speculate"):
         assert d.since == NOW
+
+
+def test_rounds_measured_faster_than_the_target_alone_keep_speculation_on():
+    """A per-round proposer (hybrid) drafts only where it pays: its pooled acceptance predicts a loss, but the
+    rounds it does run deliver more than the target alone, so the loop must not switch the fleet off."""
+    signals = replace(_signals(0.1), accepted_per_s=30.0, round_trip_s=0.06)  # 4 tokens per 60 ms round
+    assert tuning.measured_speculating_tokens_per_s(signals, 4, True) == pytest.approx(4.0 / 0.06)
+    d = tuning.decide(_spec(), signals, _previous(), NOW)
+    assert d.mode == "speculate"
+    assert "rounds measured 66.7" in d.message
+    slow = replace(signals, round_trip_s=0.6)  # the same rounds over a slow link: off
+    assert tuning.decide(_spec(), slow, _previous(), NOW).mode == "off"
 
 
 def test_small_gains_inside_the_deadband_keep_the_window():

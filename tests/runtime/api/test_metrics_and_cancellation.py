@@ -55,3 +55,17 @@ def test_disconnecting_mid_stream_cancels_generation_and_closes_the_target_sessi
     wait_for(lambda: active._value.get() == 0, 30, "generation cancelled (no active requests)")
     assert generated._value.get() - before < full / 2, "generation ran on after the client left"
     wait_for(lambda: len(api.engine_target.servicer.store) == 0, 10, "target session closed")
+
+
+def test_concurrent_requests_share_the_draft_models_forward_passes(api):
+    """The draft server batches too: n choices draft concurrently, their model steps packed into shared passes."""
+    before = _samples(api.base_url)
+    r = httpx.post(f"{api.base_url}/v1/completions", timeout=60,
+                   json={"model": "tiny", "prompt": "Once upon a time", "max_tokens": 16, "n": 6, "temperature": 0})
+    assert r.status_code == 200
+    texts = {c["text"] for c in r.json()["choices"]}
+    assert len(texts) == 1  # greedy: every choice is the target alone's answer
+    after = _samples(api.base_url)
+    passes = after["dsd_draft_batch_sequences_count"] - before.get("dsd_draft_batch_sequences_count", 0)
+    sequences = after["dsd_draft_batch_sequences_sum"] - before.get("dsd_draft_batch_sequences_sum", 0)
+    assert passes > 0 and sequences / passes > 1.5
