@@ -76,7 +76,8 @@ def read(prom: PrometheusClient, namespace: str, name: str, window_s: int, now: 
         rtt_p90_s=prom.scalar(_quantile(0.9, "dsd_verify_rtt_seconds", d, w)),
         ttft_p95_s=prom.scalar(_quantile(0.95, "dsd_time_to_first_token_seconds", d, w)),
         tpot_p95_s=prom.scalar(_quantile(0.95, "dsd_inter_token_latency_seconds", d, w)),
-        target_busy=scalar(f"sum(rate(dsd_target_verify_compute_seconds_sum{{{t}}}[{w}]))"),
+        # Time a forward pass was running: rounds batched into one pass overlap, so their own seconds are not it.
+        target_busy=scalar(f"sum(rate(dsd_target_forward_pass_seconds_sum{{{t}}}[{w}]))"),
         target_queued=scalar(f"sum(dsd_target_queued_rounds{{{t}}})"),
         target_only_tokens_per_s=scalar(_rate("dsd_target_only_tokens_total", d, w)),
         target_only_token_s=prom.scalar(_ratio("dsd_target_only_token_seconds", d, w)),
