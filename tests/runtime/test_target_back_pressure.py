@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
 from tests.support.runtime_fixtures import start_target
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -46,8 +47,7 @@ def test_busy_model_refuses_extra_rounds_at_once_and_still_answers_health_and_cl
         inflight = [stub.Verify.future(dsd_pb2.VerifyRequest(
             session_id=f"s{i}", committed_len=3, context=[1, 2, 3], draft_tokens=[4]), timeout=30) for i in range(2)]
         assert entered.wait(10)
-        while server.servicer._pending < 2:
-            time.sleep(0.01)
+        wait_for(lambda: server.servicer._pending == 2, 10, "both rounds admitted", interval_s=0.01)
         t0 = time.monotonic()
         with pytest.raises(grpc.RpcError) as err:
             _verify(stub, "third")

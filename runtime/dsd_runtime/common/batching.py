@@ -50,6 +50,9 @@ class BatchingLM:
         if max_batch_tokens < 1 or max_batch_sequences < 1:
             raise ValueError("max_batch_tokens and max_batch_sequences must be >= 1")
         self.lm = lm
+        # What callers of a CausalLM read.
+        self.name, self.vocab_size, self.max_context = lm.name, lm.vocab_size, lm.max_context
+        self.kv_bytes_per_token = lm.kv_bytes_per_token
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_sequences = max_batch_sequences
         self.on_pass = on_pass
@@ -61,27 +64,6 @@ class BatchingLM:
         self._closed = False
         self._worker = threading.Thread(target=self._run, name=f"dsd-batch-{lm.name}", daemon=True)
         self._worker.start()
-
-    # What callers of a CausalLM read.
-    @property
-    def name(self) -> str:
-        return self.lm.name
-
-    @property
-    def vocab_size(self) -> int:
-        return self.lm.vocab_size
-
-    @property
-    def max_context(self) -> int:
-        return self.lm.max_context
-
-    @property
-    def kv_bytes_per_token(self) -> int:
-        return self.lm.kv_bytes_per_token
-
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.lm.model
 
     def new_sequence(self) -> KVSequence:
         return self.lm.new_sequence()
@@ -105,9 +87,6 @@ class BatchingLM:
             raise call.error
         assert call.logits is not None
         return call.logits
-
-    def greedy(self, prompt_ids: Sequence[int], n: int) -> list[int]:
-        return self.lm.greedy(prompt_ids, n)
 
     def close(self) -> None:
         with self._cond:

@@ -66,6 +66,7 @@ class TargetClient:
                           for a in self.addresses]
         self._stubs = [dsd_pb2_grpc.TargetStub(c) for c in self._channels]
         self._current = 0
+        self._current_lock = threading.Lock()
         self._wait_for_ready = len(self.addresses) == 1
         self._pool = futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="dsd-verify")
         self._rng = random.Random(self.link.seed)
@@ -88,7 +89,7 @@ class TargetClient:
         the failure). False when there is no other replica to try."""
         if len(self.addresses) == 1:
             return False
-        with self._rng_lock:
+        with self._current_lock:
             if self.addresses[self._current] == failed_address:
                 self._current = (self._current + 1) % len(self.addresses)
         return True

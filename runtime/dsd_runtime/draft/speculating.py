@@ -8,10 +8,11 @@ modes commit exactly the tokens the target chose, so their greedy output is iden
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 
@@ -156,7 +157,9 @@ class Speculator:
                     limit = (cfg.gamma if first_round else gamma) + 1
                     while not future.done() and len(extra) < limit and not cancel.is_set():
                         extra.append(proposer.propose(speculative + [p.token for p in extra]))
-                response = self._result(future, self._request(session_id, committed, window, req, True), stats)
+                # Built only if needed (a lost session or another replica): it copies the whole context.
+                resend = functools.partial(self._request, session_id, committed, window, req, True)
+                response = self._result(future, resend, stats)
                 round_trip_s = time.perf_counter() - t0
                 send_context = False
                 n, nxt = response.num_accepted, response.next_token
@@ -182,7 +185,7 @@ class Speculator:
             self.client.close_session(session_id)
 
     def _result(self, future: futures.Future[dsd_pb2.VerifyResponse],
-                with_context: dsd_pb2.VerifyRequest, stats: GenerationStats) -> dsd_pb2.VerifyResponse:
+                with_context: Callable[[], dsd_pb2.VerifyRequest], stats: GenerationStats) -> dsd_pb2.VerifyResponse:
         """A round's answer. A target that lost the session gets the context again; a replica that is down or
         full is left for the next one (the round is resent there with the context: a re-prefill)."""
         tried = 1
@@ -194,12 +197,12 @@ class Speculator:
                     raise
                 tried += 1
                 stats.failovers += 1
-                future = self.client.verify_async(with_context)
+                future = self.client.verify_async(with_context())
                 continue
             if not response.need_context:
                 return response
             stats.reprefills += 1
-            response = self.client.verify_async(with_context).result()
+            response = self.client.verify_async(with_context()).result()
             if response.need_context:
                 raise InvalidRequest("target asked for context it was just sent")
             return response

@@ -54,7 +54,9 @@ class TargetSettings:
 
     @property
     def grpc_workers(self) -> int:
-        return self.max_pending + 8  # headroom: health, Info and CloseSession never queue behind rounds
+        # A target-only stream holds a worker between its steps, and each is a session: with headroom for
+        # health, Info and CloseSession, which never queue behind rounds or streams.
+        return max(self.max_pending, self.max_sessions) + 8
 
 
 def _input_from(req: dsd_pb2.VerifyRequest) -> VerifyInput:
@@ -84,7 +86,7 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
         backend = BatchedTransformersBackend(self.batcher)
         max_kv_bytes = settings.max_kv_bytes or settings.max_cached_tokens * backend.kv_bytes_per_token
         self.store = SessionStore(settings.max_sessions, max_kv_bytes, settings.idle_ttl_s,
-                                  backend.kv_bytes_per_token)
+                                  backend.kv_bytes_per_token, backend.kv_bytes)
         self.verifier = Verifier(backend, self.store, settings.max_window)
         self._pending = 0
         self._pending_lock = threading.Lock()

@@ -14,9 +14,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dsd_runtime.common.lm import KVSequence
+from dsd_runtime.common.lm import CausalLM, KVSequence
 from dsd_runtime.errors import Overloaded, SessionBusy
 
 
@@ -36,7 +37,7 @@ class Session:
         """Back to the first `committed_len` committed tokens (a draft that left a target-only stream early)."""
         if not 1 <= committed_len <= self.committed_len:
             raise ValueError(f"cannot truncate a session of {self.committed_len} tokens to {committed_len}")
-        self.seq.length -= self.committed_len - committed_len
+        CausalLM.rollback(self.seq, self.committed_len - committed_len)
         del self.tokens[committed_len:]
         self.committed_len = committed_len
         self.pending_token = self.tokens[-1]
@@ -44,11 +45,12 @@ class Session:
 
 class SessionStore:
     def __init__(self, max_sessions: int, max_kv_bytes: int, idle_ttl_s: float, kv_bytes_per_token: int,
-                 growth_headroom: float = 0.1) -> None:
+                 kv_bytes: Callable[[KVSequence], int], growth_headroom: float = 0.1) -> None:
         self.max_sessions = max_sessions
         self.max_kv_bytes = max_kv_bytes
         self.idle_ttl_s = idle_ttl_s
         self.kv_bytes_per_token = kv_bytes_per_token
+        self._bytes = kv_bytes  # the backend's count of what a sequence holds
         self.growth_headroom = growth_headroom
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
@@ -65,7 +67,7 @@ class SessionStore:
             return self._kv_bytes()
 
     def _kv_bytes(self) -> int:
-        return sum(s.seq.nbytes for s in self._sessions.values())
+        return sum(self._bytes(s.seq) for s in self._sessions.values())
 
     @property
     def cached_tokens(self) -> int:
@@ -114,7 +116,7 @@ class SessionStore:
         with self._lock:
             self._evict_idle()
             replaced = self._sessions.get(session_id)
-            used = self._kv_bytes() - (replaced.seq.nbytes if replaced is not None else 0)
+            used = self._kv_bytes() - (self._bytes(replaced.seq) if replaced is not None else 0)
             count = len(self._sessions) - (replaced is not None)
             limit = (1.0 - self.growth_headroom) * self.max_kv_bytes
             if count >= self.max_sessions or used + need > limit:
@@ -134,7 +136,7 @@ class SessionStore:
         if not grow:
             return
         # The buffer may double: count what the allocation could take.
-        grow = max(grow, session.seq.nbytes)
+        grow = max(grow, self._bytes(session.seq))
         with self._lock:
             while self._kv_bytes() + grow > self.max_kv_bytes:
                 victim = next((sid for sid, s in self._sessions.items()
