@@ -19,6 +19,11 @@ Bounded load test: 64 clients for 60 s against a target limited to 16 sessions (
 client sending request after request (backing off for Retry-After on a 429): only 200s and 429s may come
 back, the target's and the draft's RSS stay bounded (sampled every second), and every completed answer is
 compared with the target decoding alone. Writes docs/benchmarks/load.md.
+
+Each wave also records what DSD-Sim needs to replay it (bench/capacity_calibration.py): the target's forward
+passes (count, seconds, sequences, tokens) and the draft's rounds, proposals, acceptance by position and
+target-only tokens, as differences of the two servers' /metrics before and after the wave, plus every request's
+prompt and completion tokens. Writes docs/benchmarks/capacity-runs.json.
 """
 
 from __future__ import annotations
@@ -31,10 +36,11 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from dsd_runtime.common import models
 
@@ -60,6 +66,7 @@ def prompt(k: int) -> str:
 class Reply:
     text: str = ""
     tokens: int = 0
+    prompt_tokens: int = 0
     first_s: float = 0.0
     end_s: float = 0.0
 
@@ -76,6 +83,8 @@ class Wave:
     seconds: float
     tpots: list[float]
     statuses: list[int]
+    requests: list[dict[str, int]] = field(default_factory=list)
+    counters: dict[str, float] = field(default_factory=dict)
 
     @property
     def tokens_per_s(self) -> float:
@@ -94,6 +103,7 @@ def _chat(http: httpx.Client, port: int, text: str, max_tokens: int, t0: float) 
             chunk = json.loads(line[6:])
             if chunk.get("usage"):
                 reply.tokens = int(chunk["usage"]["completion_tokens"])
+                reply.prompt_tokens = int(chunk["usage"]["prompt_tokens"])
             for choice in chunk.get("choices", []):
                 content = (choice.get("delta") or {}).get("content") or ""
                 if content and not reply.text:
@@ -122,9 +132,38 @@ def _wave(port: int, clients: int, max_tokens: int) -> tuple[float, list[Reply]]
     return time.perf_counter() - t0, [r for r in replies if r is not None]
 
 
+# Counters (and histogram sums/counts) read before and after every wave: sample name -> recorded key.
+TARGET_SAMPLES = {"dsd_target_forward_pass_seconds_count": "passes",
+                  "dsd_target_forward_pass_seconds_sum": "pass_seconds",
+                  "dsd_target_batch_sequences_sum": "pass_sequences", "dsd_target_batch_tokens_sum": "pass_tokens"}
+DRAFT_SAMPLES = {"dsd_speculation_rounds_total": "rounds", "dsd_draft_tokens_proposed_total": "proposed",
+                 "dsd_draft_tokens_accepted_total": "accepted", "dsd_target_only_tokens_total": "target_only_tokens",
+                 "dsd_tokens_generated_total": "tokens_generated",
+                 "dsd_draft_tokens_accepted_per_position_total": "accepted_at",
+                 "dsd_draft_tokens_reached_per_position_total": "reached_at"}
+
+
+def _scrape(url: str, wanted: dict[str, str]) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+        for sample in family.samples:
+            key = wanted.get(sample.name)
+            if key is not None:
+                if "position" in sample.labels:
+                    key = f"{key}_{sample.labels['position']}"
+                values[key] = values.get(key, 0.0) + sample.value
+    return values
+
+
+def _counters(port: int) -> dict[str, float]:
+    return {**_scrape(f"http://127.0.0.1:{port + 1}/metrics", TARGET_SAMPLES),
+            **_scrape(f"http://127.0.0.1:{port}/metrics", DRAFT_SAMPLES)}
+
+
 def _serve(config: str, port: int, target_args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    """`dsd serve` on `port`; the target's /metrics on port + 1."""
     batching, proposer = CONFIGS[config]
-    extra = [f"--target-arg={arg}" for arg in target_args]
+    extra = [f"--target-arg={arg}" for arg in (f"--metrics-port={port + 1}", *target_args)]
     proc = subprocess.Popen([sys.executable, "-m", "dsd_cli.main", "serve", "--port", str(port), batching,
                              "--proposer", proposer, "--dtype", "float32", *extra], stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
@@ -226,13 +265,19 @@ def main() -> None:
             _wave(args.port, 1, 8)  # warm-up, not measured
             outputs[config] = {}
             for n in counts:
+                before = _counters(args.port)
                 seconds, replies = _wave(args.port, n, max_tokens)
+                after = _counters(args.port)
                 for i, r in enumerate(replies):
                     outputs[config].setdefault(i, r.text)
                     if outputs[config][i] != r.text:
                         raise SystemExit(f"{config}: prompt {i} answered differently at {n} clients")
                 waves.append(Wave(config, n, sum(r.tokens for r in replies), seconds,
-                                  [r.tpot_s for r in replies], [200] * len(replies)))
+                                  [r.tpot_s for r in replies], [200] * len(replies),
+                                  [{"prompt_tokens": r.prompt_tokens, "completion_tokens": r.tokens,
+                                    "first_token_s": round(r.first_s, 4), "end_s": round(r.end_s, 4)}
+                                   for r in replies],
+                                  {k: after[k] - before.get(k, 0.0) for k in after}))
                 print(f"{config:12s} {n:3d} clients  {waves[-1].tokens_per_s:6.1f} tok/s  "
                       f"TPOT p50 {1000 * statistics.median(waves[-1].tpots):6.0f} ms", flush=True)
         finally:
@@ -278,6 +323,8 @@ def _report(waves: list[Wave], counts: list[int], identical: bool, checked: int)
         for v in waves:
             w.writerow([v.config, v.clients, v.tokens, f"{v.seconds:.2f}", f"{v.tokens_per_s:.2f}",
                         f"{1000 * _pct(v.tpots, 50):.0f}", f"{1000 * _pct(v.tpots, 95):.0f}"])
+    (OUT / "capacity-runs.json").write_text(json.dumps(
+        [{**asdict(v), "tpots": [round(t, 4) for t in v.tpots]} for v in waves], indent=1) + "\n")
     rate = {(v.config, v.clients): v.tokens_per_s for v in waves}
     lines = ["| clients | " + " | ".join(f"{c} tok/s (TPOT p50/p95 ms)" for c in CONFIGS)
              + " | batched / serialised | batched / 1 client |", "|---" * (len(CONFIGS) + 3) + "|"]

@@ -2,7 +2,8 @@
 
 A target serves one forward pass at a time, batching the prefill and verify work queued while it was busy
 (plus an optional batch window), bounded by max batch and max tokens. Pass time = t_v(positions in the batch:
-prompt tokens being prefilled + verified window positions) + the longest co-located drafting (fused mode).
+prompt tokens being prefilled + verified window positions) + a per-sequence cost for each sequence beyond the
+first (CPU: each attends its own KV) + the longest co-located drafting (fused mode).
 Admission reserves a session's prompt + output tokens of KV capacity; sessions wait, in order, when it is full.
 """
 
@@ -30,9 +31,10 @@ class Work:
 
 class Target:
     def __init__(self, env: simpy.Environment, index: int, verify: VerifyCostModel, window_s: float,
-                 max_batch: int, max_tokens: int, kv_capacity: int, metrics: Metrics) -> None:
+                 max_batch: int, max_tokens: int, kv_capacity: int, metrics: Metrics,
+                 per_sequence_s: float = 0.0, gather_s: float = 0.0) -> None:
         self.env, self.index = env, index
-        self.verify = verify
+        self.verify, self.per_sequence_s, self.gather_s = verify, per_sequence_s, gather_s
         self.window_s, self.max_batch, self.max_tokens = window_s, max_batch, max_tokens
         self.kv_capacity, self.kv_used = kv_capacity, 0
         self.metrics = metrics
@@ -41,6 +43,7 @@ class Target:
         self._admissions: deque[tuple[int, simpy.Event]] = deque()
         self._wake: simpy.Event | None = None
         self.busy_s = 0.0
+        self.passes = self.pass_sequences = self.pass_positions = 0
         env.process(self._serve())
 
     def load(self) -> int:
@@ -85,8 +88,20 @@ class Target:
             tokens += size
         return batch
 
+    def _gather(self, previous: int, last_pass_s: float):  # type: ignore[no-untyped-def]
+        """The runtime's gather: wait briefly (at most a fifth of the last pass) for the previous pass's
+        sequences to queue again, so sessions that step in turn stay in one pass."""
+        env = self.env
+        want = min(previous, self.max_batch)
+        deadline = env.now + min(self.gather_s, last_pass_s / 5)
+        while len(self.queue) < want and env.now < deadline:
+            self._wake = env.event()
+            yield self._wake | env.timeout(deadline - env.now)
+            self._wake = None
+
     def _serve(self):  # type: ignore[no-untyped-def]
         env = self.env
+        previous, last_pass_s = 0, 0.0
         while True:
             if not self.queue:
                 self._wake = env.event()
@@ -94,11 +109,18 @@ class Target:
                 self._wake = None
                 if self.window_s > 0 and len(self.queue) < self.max_batch:
                     yield env.timeout(self.window_s)
+            if self.gather_s > 0 and previous >= 2:
+                yield from self._gather(previous, last_pass_s)
             batch = self._take_batch()
             positions = sum(w.verify_tokens + w.prefill_tokens for w in batch)
-            seconds = self.verify(positions) + max(w.extra_s for w in batch)
+            seconds = (self.verify(positions) + self.per_sequence_s * (len(batch) - 1)
+                       + max(w.extra_s for w in batch))
             yield env.timeout(seconds)
             self.busy_s += seconds
+            self.passes += 1
+            self.pass_sequences += len(batch)
+            self.pass_positions += positions
+            previous, last_pass_s = len(batch), seconds
             for w in batch:
                 w.done.succeed()
             # Let sessions living on the target (target-only, fused) queue their next step at this same instant,

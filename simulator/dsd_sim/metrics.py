@@ -72,6 +72,8 @@ class Metrics:
     gamma_sum_by_second: dict[int, int] = field(default_factory=dict)
     rounds_by_second: dict[int, int] = field(default_factory=dict)
     target_busy_s: list[float] = field(default_factory=list)
+    target_passes: int = 0
+    target_pass_sequences: int = 0
     end_s: float = 0.0
 
     def measured(self, arrival_s: float) -> bool:
@@ -141,6 +143,8 @@ class Metrics:
             "rounds": self.rounds, "wasted_drafts": self.wasted_drafts, "tokens_total": self.tokens_total,
             "tokens_requested": self.tokens_requested, "tokens_rejected": self.tokens_rejected,
             "target_utilisation": sum(busy) / (len(busy) * horizon) if busy else 0.0,
+            "target_passes": self.target_passes,
+            "batch_sequences_mean": self.target_pass_sequences / self.target_passes if self.target_passes else 0.0,
             "gamma_by_second": {s: self.gamma_sum_by_second[s] / self.rounds_by_second[s]
                                 for s in sorted(self.rounds_by_second)},
             "simulated_s": self.end_s,

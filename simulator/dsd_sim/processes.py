@@ -8,8 +8,12 @@ token (an empty window). Then, per round:
 - pipelined: as blocking, but while the answer is in flight the draft keeps going (up to gamma + 1 steps,
   finishing the step in progress when the answer lands); if every token and the bonus match its guesses, the
   extra drafts start the next window, otherwise they are wasted. Like the runtime, a draft only drafts ahead
-  while `dsd_spec.draft_ahead_pays` says the expected saving beats the cost of the step in progress.
-A round yields accepted + 1 tokens, capped at the request's output length.
+  while `dsd_spec.draft_ahead_pays` says the expected saving beats the cost of the step in progress;
+- hybrid: the runtime's drafting without a draft model: each step is either a target-only decode step (a share
+  `hybrid.target_only_share` of the steps) or a verify round of gamma model-free proposals, which cost nothing
+  to make.
+A round yields accepted + 1 tokens, capped at the request's output length. Every step also spends the serving
+stack's `targets.host_overhead_ms` outside the forward pass before the session's next step is queued.
 """
 
 from __future__ import annotations
@@ -84,9 +88,11 @@ def session(ctx: Context, device: DraftDevice, prompt: int, output: int) -> Proc
     produced = 1
     if s.mode == "target_only":
         while produced < output:
-            yield target.submit(1)
+            yield from _target_only_step(ctx, target)
             produced += 1
             m.on_tokens(env.now, 1)
+    elif s.mode == "hybrid":
+        produced = yield from _hybrid_steps(ctx, device, target, produced, output)
     elif s.mode == "fused":
         produced = yield from _fused_rounds(ctx, device, target, produced, output)
     else:
@@ -94,6 +100,40 @@ def session(ctx: Context, device: DraftDevice, prompt: int, output: int) -> Proc
     target.release(prompt + output)
     m.on_complete(arrival, first, env.now, produced)
     ctx.finished_one()
+
+
+def _host_s(ctx: Context) -> float:
+    return ctx.scenario.targets.host_overhead_ms / 1000
+
+
+def _target_only_step(ctx: Context, target: Target) -> Process:
+    yield target.submit(1)
+    host = _host_s(ctx)
+    if host:
+        yield ctx.env.timeout(host)
+
+
+def _hybrid_steps(ctx: Context, device: DraftDevice, target: Target, produced: int, output: int
+                  ) -> Generator[simpy.Event, Any, int]:
+    env, m, acc, s = ctx.env, ctx.metrics, ctx.acceptance, ctx.scenario
+    link = device.link
+    assert isinstance(link, Link)
+    while produced < output:
+        gamma = max(0, min(s.gamma.value, output - produced - 1))
+        if gamma == 0 or ctx.rng.random() < s.hybrid.target_only_share:
+            yield from _target_only_step(ctx, target)
+            produced += 1
+            m.on_tokens(env.now, 1)
+            continue
+        yield env.timeout(link.delay_s(env.now, window_bytes(gamma, s.draft_probs)))
+        yield target.submit(gamma + 1)
+        yield env.timeout(link.delay_s(env.now, ANSWER_BYTES) + _host_s(ctx))
+        n, _ = acc.accepted(gamma)
+        tokens = min(n + 1, output - produced)
+        produced += tokens
+        m.on_tokens(env.now, tokens)
+        m.on_round(env.now, gamma, n)
+    return produced
 
 
 def _fused_rounds(ctx: Context, device: DraftDevice, target: Target, produced: int, output: int
@@ -104,6 +144,8 @@ def _fused_rounds(ctx: Context, device: DraftDevice, target: Target, produced: i
         gamma = max(0, min(device.window.gamma, output - produced - 1))
         sent = env.now
         yield target.submit(gamma + 1, 0, gamma * step_s)
+        if _host_s(ctx):
+            yield env.timeout(_host_s(ctx))
         n, _ = acc.accepted(gamma)
         tokens = min(n + 1, output - produced)
         produced += tokens
@@ -129,7 +171,7 @@ def _distributed_rounds(ctx: Context, device: DraftDevice, target: Target, produ
         ready = device.reserve(env.now, need) if need else env.now
         yield env.timeout(ready - env.now + link.delay_s(ready, window_bytes(gamma, s.draft_probs)))
         yield target.submit(gamma + 1)
-        yield env.timeout(link.delay_s(env.now, ANSWER_BYTES))
+        yield env.timeout(link.delay_s(env.now, ANSWER_BYTES) + _host_s(ctx))
         wait_s = env.now - ready
         n, survived = acc.accepted(gamma)
         wasted = 0

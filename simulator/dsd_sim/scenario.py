@@ -15,7 +15,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MODES = ("target_only", "fused", "blocking", "pipelined")
+MODES = ("target_only", "fused", "blocking", "pipelined", "hybrid")
 
 
 class ScenarioError(ValueError):
@@ -66,6 +66,9 @@ class Batching(_Model):
     window_ms: float = Field(0.0, ge=0, description="how long a target waits to fill a batch")
     max_batch: int = Field(64, ge=1, description="sequences per forward pass")
     max_tokens: int = Field(8192, ge=1, description="tokens (prefill + verify positions) per forward pass")
+    gather_ms: float = Field(0.0, ge=0, description=(
+        "after a pass, wait up to this long (at most a fifth of that pass) for its sequences to queue again "
+        "(the runtime waits 5 ms)"))
 
 
 class Targets(_Model):
@@ -75,6 +78,12 @@ class Targets(_Model):
     verify_points_ms: list[tuple[int, float]] | None = Field(None, description=(
         "measured t_v(k) as [k, ms] pairs (from `dsd profile`): the time of a forward pass over k positions, "
         "interpolated, extrapolated linearly; replaces base + per_token"))
+    per_sequence_ms: float = Field(0.0, ge=0, description=(
+        "added cost per sequence in a packed pass beyond the first (each attends its own KV); 0 on GPUs, "
+        "where a pass is bound by reading the weights"))
+    host_overhead_ms: float = Field(0.0, ge=0, description=(
+        "serving-stack time per step outside the forward pass (sampling, streaming, RPC handling, the API): "
+        "a session's next step is queued this long after its pass ends"))
     fused_draft_step_ms: float = Field(2.0, ge=0, description="draft step when co-located on the target (fused)")
     kv_capacity_tokens: int = Field(1_000_000, ge=1, description="KV cache per target; admission reserves "
                                                                  "prompt + output tokens")
@@ -145,18 +154,28 @@ class Slo(_Model):
     tpot_ms: float = Field(100.0, gt=0)
 
 
+class Hybrid(_Model):
+    """The runtime's default drafting without a draft model: model-free proposals (free to make) when a match
+    pays, else the target decodes alone."""
+
+    target_only_share: float = Field(0.5, ge=0, le=1, description=(
+        "share of a session's steps that are target-only decode steps; the rest are verify rounds of "
+        "gamma.value proposals"))
+
+
 class Scenario(_Model):
     name: str = "scenario"
     seed: int = 0
     duration_s: float = Field(60.0, gt=0, description="simulated time in which requests arrive")
     warmup_s: float = Field(0.0, ge=0, description="requests arriving before this are not measured")
-    mode: Literal["target_only", "fused", "blocking", "pipelined"] = "pipelined"
+    mode: Literal["target_only", "fused", "blocking", "pipelined", "hybrid"] = "pipelined"
     routing: Literal["random", "round_robin", "jsq"] = "round_robin"
     drafts: Drafts = Field(default_factory=Drafts)
     targets: Targets = Field(default_factory=Targets)
     network: Network = Field(default_factory=Network)
     acceptance: Acceptance = Field(default_factory=Acceptance)
     gamma: Gamma = Field(default_factory=Gamma)
+    hybrid: Hybrid = Field(default_factory=Hybrid)
     workload: Workload = Field(default_factory=Workload)
     slo: Slo = Field(default_factory=Slo)
     draft_probs: bool = Field(False, description="windows carry draft probabilities (sampling): bigger uplink")

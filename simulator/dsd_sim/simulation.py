@@ -60,7 +60,8 @@ def run(s: Scenario) -> Result:
     metrics = Metrics(s.warmup_s, s.duration_s, s.slo.ttft_ms, s.slo.tpot_ms)
     b = s.targets.batching
     targets = [Target(env, i, verify_model(s), b.window_ms / 1000, b.max_batch, b.max_tokens,
-                      s.targets.kv_capacity_tokens, metrics) for i in range(s.targets.count)]
+                      s.targets.kv_capacity_tokens, metrics, s.targets.per_sequence_ms / 1000, b.gather_ms / 1000)
+               for i in range(s.targets.count)]
     devices = _devices(s, rng, WindowEstimator())
     w = s.workload
     ctx = processes.Context(
@@ -81,4 +82,6 @@ def run(s: Scenario) -> Result:
     env.run(until=ctx.done)
     metrics.end_s = env.now
     metrics.target_busy_s = [t.busy_s for t in targets]
+    metrics.target_passes = sum(t.passes for t in targets)
+    metrics.target_pass_sequences = sum(t.pass_sequences for t in targets)
     return Result(s, metrics, time.perf_counter() - started)

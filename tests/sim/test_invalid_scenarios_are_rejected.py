@@ -11,7 +11,7 @@ from dsd_cli.main import app
 from dsd_sim import scenario
 
 CASES = [
-    ({"mode": "hybrid"}, "mode: Input should be"),
+    ({"mode": "speculative"}, "mode: Input should be"),
     ({"duration_s": 0}, "duration_s: Input should be greater than 0"),
     ({"duration_s": 10, "warmup_s": 20}, "warmup_s must be < duration_s"),
     ({"network": {"rtt_ms": {"mean": -1}}}, "network.rtt_ms.mean"),
