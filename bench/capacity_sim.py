@@ -9,7 +9,8 @@ benchmark's own measurements, and what it predicts (aggregate tokens/s and TPOT 
     forward pass (the target's dsd_target_forward_pass_seconds, batch_tokens and batch_sequences); a linear
     model's mean is the model at the means, so wave means suffice;
   - the serving stack's time per step outside the pass, from each configuration's one-client wave
-    ((wall time - pass seconds) / passes): the API, the draft process, gRPC, sampling;
+    ((wall time - pass seconds) / passes): the API, the draft process, gRPC, sampling; done for every session
+    in turn by one process (host_concurrency 1: the GIL);
   - each wave's drafting: the share of steps decoded by the target alone, the mean window and the acceptance by
     position, from the draft's counters (dsd_target_only_tokens_total, rounds, proposed, per-position);
   - each wave's requests (prompt and completion tokens), all arriving at once, as the benchmark sends them.
@@ -87,7 +88,7 @@ def replay(wave: dict, cost: tuple[float, float, float], host_s: float, trace_di
         "mode": "target_only" if wave["config"] == "target-only" else "hybrid",
         "drafts": {"count": wave["clients"]},
         "targets": {"verify_base_ms": a * 1000, "verify_per_token_ms": b * 1000,
-                    "per_sequence_ms": c * 1000, "host_overhead_ms": host_s * 1000,
+                    "per_sequence_ms": c * 1000, "host_overhead_ms": host_s * 1000, "host_concurrency": 1,
                     "batching": {"max_batch": 1 if serialised else 256, "max_tokens": MAX_BATCH_TOKENS,
                                  "gather_ms": 0.0 if serialised else GATHER_MS}},
         "network": {"rtt_ms": {"mean": 0}},

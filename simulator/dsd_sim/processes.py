@@ -13,7 +13,8 @@ token (an empty window). Then, per round:
   `hybrid.target_only_share` of the steps) or a verify round of gamma model-free proposals, which cost nothing
   to make.
 A round yields accepted + 1 tokens, capped at the request's output length. Every step also spends the serving
-stack's `targets.host_overhead_ms` outside the forward pass before the session's next step is queued.
+stack's `targets.host_overhead_ms` outside the forward pass before the session's next step is queued (queued
+for one of `targets.host_concurrency` workers when that is set).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Context:
     output_tokens: Callable[[], int]
     think_s: Callable[[], float]
     done: simpy.Event
+    host: simpy.Resource | None = None  # the serving stack's step work, when its concurrency is bounded
     active: int = 0
     arrivals_open: int = 0
     sessions_started: int = field(default=0)
@@ -102,15 +104,23 @@ def session(ctx: Context, device: DraftDevice, prompt: int, output: int) -> Proc
     ctx.finished_one()
 
 
-def _host_s(ctx: Context) -> float:
-    return ctx.scenario.targets.host_overhead_ms / 1000
+def _host_step(ctx: Context) -> Process:
+    """The serving stack's own time for one step; with `host_concurrency` set, sessions queue for it (one
+    Python process under the GIL does every session's step work one after another)."""
+    host = ctx.scenario.targets.host_overhead_ms / 1000
+    if not host:
+        return
+    if ctx.host is None:
+        yield ctx.env.timeout(host)
+        return
+    with ctx.host.request() as turn:
+        yield turn
+        yield ctx.env.timeout(host)
 
 
 def _target_only_step(ctx: Context, target: Target) -> Process:
     yield target.submit(1)
-    host = _host_s(ctx)
-    if host:
-        yield ctx.env.timeout(host)
+    yield from _host_step(ctx)
 
 
 def _hybrid_steps(ctx: Context, device: DraftDevice, target: Target, produced: int, output: int
@@ -127,7 +137,8 @@ def _hybrid_steps(ctx: Context, device: DraftDevice, target: Target, produced: i
             continue
         yield env.timeout(link.delay_s(env.now, window_bytes(gamma, s.draft_probs)))
         yield target.submit(gamma + 1)
-        yield env.timeout(link.delay_s(env.now, ANSWER_BYTES) + _host_s(ctx))
+        yield env.timeout(link.delay_s(env.now, ANSWER_BYTES))
+        yield from _host_step(ctx)
         n, _ = acc.accepted(gamma)
         tokens = min(n + 1, output - produced)
         produced += tokens
@@ -144,8 +155,7 @@ def _fused_rounds(ctx: Context, device: DraftDevice, target: Target, produced: i
         gamma = max(0, min(device.window.gamma, output - produced - 1))
         sent = env.now
         yield target.submit(gamma + 1, 0, gamma * step_s)
-        if _host_s(ctx):
-            yield env.timeout(_host_s(ctx))
+        yield from _host_step(ctx)
         n, _ = acc.accepted(gamma)
         tokens = min(n + 1, output - produced)
         produced += tokens
@@ -171,7 +181,8 @@ def _distributed_rounds(ctx: Context, device: DraftDevice, target: Target, produ
         ready = device.reserve(env.now, need) if need else env.now
         yield env.timeout(ready - env.now + link.delay_s(ready, window_bytes(gamma, s.draft_probs)))
         yield target.submit(gamma + 1)
-        yield env.timeout(link.delay_s(env.now, ANSWER_BYTES) + _host_s(ctx))
+        yield env.timeout(link.delay_s(env.now, ANSWER_BYTES))
+        yield from _host_step(ctx)
         wait_s = env.now - ready
         n, survived = acc.accepted(gamma)
         wasted = 0

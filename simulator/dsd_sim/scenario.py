@@ -84,6 +84,9 @@ class Targets(_Model):
     host_overhead_ms: float = Field(0.0, ge=0, description=(
         "serving-stack time per step outside the forward pass (sampling, streaming, RPC handling, the API): "
         "a session's next step is queued this long after its pass ends"))
+    host_concurrency: int = Field(0, ge=0, description=(
+        "how many sessions' host work runs at once; 1: one Python process (the GIL) does it for every session in "
+        "turn; 0: unbounded"))
     fused_draft_step_ms: float = Field(2.0, ge=0, description="draft step when co-located on the target (fused)")
     kv_capacity_tokens: int = Field(1_000_000, ge=1, description="KV cache per target; admission reserves "
                                                                  "prompt + output tokens")

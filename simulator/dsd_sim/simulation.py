@@ -68,7 +68,8 @@ def run(s: Scenario) -> Result:
         env=env, scenario=s, metrics=metrics, targets=targets, devices=devices,
         acceptance=acceptance.AcceptanceModel(acceptance.alpha_by_position(s.acceptance), rng),
         route=router(s.routing, targets, rng), rng=rng, prompt_tokens=int_sampler(w.prompt_tokens, rng),
-        output_tokens=int_sampler(w.output_tokens, rng), think_s=sampler(w.think_s, rng), done=env.event())
+        output_tokens=int_sampler(w.output_tokens, rng), think_s=sampler(w.think_s, rng), done=env.event(),
+        host=simpy.Resource(env, s.targets.host_concurrency) if s.targets.host_concurrency else None)
     if w.kind == "closed":
         ctx.arrivals_open = len(devices) * w.clients_per_draft
         for d in devices:

@@ -59,3 +59,13 @@ def test_hybrid_mode_mixes_target_only_steps_and_verify_rounds(share):
         assert summary["rounds"] == 0
     else:  # every step a round of gamma 4 at alpha 0.7: more than two tokens per round
         assert summary["rounds"] > 0 and summary["mean_accepted_length"] > 2
+
+
+def test_host_work_done_by_one_process_serialises_across_sessions():
+    doc = _decode_doc(8, host_overhead_ms=10, batching={"gather_ms": 5})
+    parallel, one_process = _run(doc), _run(doc, **{"targets.host_concurrency": 1})
+    # Unbounded: all 8 come back 10 ms after their pass and share the next one. One process: they come back
+    # 10 ms apart, the gather catches few of them, and passes split.
+    assert parallel["batch_sequences_mean"] == pytest.approx(8, rel=0.01)
+    assert one_process["batch_sequences_mean"] < 6
+    assert one_process["tpot_ms"]["p50"] > parallel["tpot_ms"]["p50"] + 2 * 10
