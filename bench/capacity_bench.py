@@ -20,10 +20,10 @@ client sending request after request (backing off for Retry-After on a 429): onl
 back, the target's and the draft's RSS stay bounded (sampled every second), and every completed answer is
 compared with the target decoding alone. Writes docs/benchmarks/load.md.
 
-Each wave also records what DSD-Sim needs to replay it (bench/capacity_calibration.py): the target's forward
-passes (count, seconds, sequences, tokens) and the draft's rounds, proposals, acceptance by position and
-target-only tokens, as differences of the two servers' /metrics before and after the wave, plus every request's
-prompt and completion tokens. Writes docs/benchmarks/capacity-runs.json.
+Each wave also records what DSD-Sim needs to replay it (bench/capacity_sim.py): every forward pass of the
+target (`dsd target --pass-trace`: sequences, tokens, seconds), the draft's rounds, proposals, acceptance by
+position and target-only tokens (differences of the two servers' /metrics before and after the wave), and every
+request's prompt and completion tokens. Writes docs/benchmarks/capacity-runs.json.
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ class Wave:
     statuses: list[int]
     requests: list[dict[str, int]] = field(default_factory=list)
     counters: dict[str, float] = field(default_factory=dict)
+    passes: list[list[float]] = field(default_factory=list)  # [sequences, tokens, seconds] of every pass
 
     @property
     def tokens_per_s(self) -> float:
@@ -160,10 +161,24 @@ def _counters(port: int) -> dict[str, float]:
             **_scrape(f"http://127.0.0.1:{port}/metrics", DRAFT_SAMPLES)}
 
 
+PASS_TRACE = Path("/tmp/dsd-capacity-passes.jsonl")
+
+
+def _passes_since(offset: int) -> tuple[list[list[float]], int]:
+    """The target's passes traced after byte `offset` (and the new offset)."""
+    with PASS_TRACE.open() as f:
+        f.seek(offset)
+        text = f.read()
+    rows = [json.loads(line) for line in text.splitlines() if line]
+    return [[r["sequences"], r["tokens"], r["seconds"]] for r in rows], offset + len(text.encode())
+
+
 def _serve(config: str, port: int, target_args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
-    """`dsd serve` on `port`; the target's /metrics on port + 1."""
+    """`dsd serve` on `port`; the target's /metrics on port + 1, its passes traced to PASS_TRACE."""
     batching, proposer = CONFIGS[config]
-    extra = [f"--target-arg={arg}" for arg in (f"--metrics-port={port + 1}", *target_args)]
+    PASS_TRACE.unlink(missing_ok=True)
+    extra = [f"--target-arg={arg}"
+             for arg in (f"--metrics-port={port + 1}", f"--pass-trace={PASS_TRACE}", *target_args)]
     proc = subprocess.Popen([sys.executable, "-m", "dsd_cli.main", "serve", "--port", str(port), batching,
                              "--proposer", proposer, "--dtype", "float32", *extra], stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
@@ -250,6 +265,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--load-only", action="store_true")
+    parser.add_argument("--no-load", action="store_true", help="skip the bounded load test")
     parser.add_argument("--port", type=int, default=18300)
     args = parser.parse_args()
     if args.load_only:
@@ -264,10 +280,12 @@ def main() -> None:
         try:
             _wave(args.port, 1, 8)  # warm-up, not measured
             outputs[config] = {}
+            _, offset = _passes_since(0)
             for n in counts:
                 before = _counters(args.port)
                 seconds, replies = _wave(args.port, n, max_tokens)
                 after = _counters(args.port)
+                passes, offset = _passes_since(offset)
                 for i, r in enumerate(replies):
                     outputs[config].setdefault(i, r.text)
                     if outputs[config][i] != r.text:
@@ -277,7 +295,7 @@ def main() -> None:
                                   [{"prompt_tokens": r.prompt_tokens, "completion_tokens": r.tokens,
                                     "first_token_s": round(r.first_s, 4), "end_s": round(r.end_s, 4)}
                                    for r in replies],
-                                  {k: after[k] - before.get(k, 0.0) for k in after}))
+                                  {k: after[k] - before.get(k, 0.0) for k in after}, passes))
                 print(f"{config:12s} {n:3d} clients  {waves[-1].tokens_per_s:6.1f} tok/s  "
                       f"TPOT p50 {1000 * statistics.median(waves[-1].tpots):6.0f} ms", flush=True)
         finally:
@@ -286,7 +304,7 @@ def main() -> None:
     identical = all(outputs[c] == outputs["serialised"] for c in CONFIGS)
     checked = _check_target_alone(outputs["serialised"], max_tokens, 4)
     _report(waves, counts, identical, checked)
-    if not args.quick:
+    if not args.quick and not args.no_load:
         load_test(args.port)
 
 

@@ -28,6 +28,7 @@ import argparse
 import csv
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,18 +42,55 @@ GATHER_MS = 5.0  # the runtime's BatchingLM gather budget
 MAX_BATCH_TOKENS = 1024  # the target's default --max-batch-tokens
 
 
-def fit_pass_cost(waves: list[dict]) -> tuple[float, float, float]:
-    """(a, b, c) seconds of t = a + b * tokens + c * (sequences - 1), least squares over the waves' mean pass."""
-    rows, seconds = [], []
-    for w in waves:
-        c = w["counters"]
-        if c.get("passes", 0) <= 0:
-            continue
-        rows.append([1.0, c["pass_tokens"] / c["passes"], c["pass_sequences"] / c["passes"] - 1.0])
-        seconds.append(c["pass_seconds"] / c["passes"])
+KNOTS = (8, 64)  # where the pass cost's slope per token may change: verify windows, prefill chunks
+POINTS = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def _basis(tokens: float, sequences: float) -> list[float]:
+    return [1.0, tokens, *(max(0.0, tokens - k) for k in KNOTS), sequences - 1.0]
+
+
+@dataclass(frozen=True)
+class PassCost:
+    """t(tokens, sequences) = f(tokens) + per_sequence_s * (sequences - 1), f piecewise linear (KNOTS)."""
+
+    coef: tuple[float, ...]
+    source: str  # how many traced passes it was fitted to, or "wave means"
+
+    @property
+    def per_sequence_s(self) -> float:
+        return max(0.0, self.coef[-1])
+
+    def tokens_s(self, tokens: int) -> float:
+        return max(1e-4, sum(c * x for c, x in zip(self.coef[:-1], _basis(tokens, 1)[:-1], strict=True)))
+
+    def points_ms(self) -> list[list[float]]:
+        return [[k, round(1000 * self.tokens_s(k), 3)] for k in POINTS]
+
+    def describe(self) -> str:
+        pts = ", ".join(f"t({k}) {1000 * self.tokens_s(k):.0f} ms" for k in (1, 5, 17, 64, 256, 1024))
+        return f"{pts}, + {1000 * self.per_sequence_s:.2f} ms per sequence beyond the first (fit to {self.source})"
+
+
+def fit_pass_cost(waves: list[dict]) -> PassCost:
+    """Least squares over every traced pass of the run; without a trace, over the waves' mean pass (a linear
+    model's mean is the model at the means, but the means cannot place the knots: their slopes stay 0)."""
+    passes = [p for w in waves for p in w.get("passes", [])]
+    if passes:
+        rows = [_basis(tokens, seqs) for seqs, tokens, _ in passes]
+        seconds = [t for _, _, t in passes]
+        source = f"{len(passes)} traced passes"
+    else:
+        rows, seconds = [], []
+        for w in waves:
+            c = w["counters"]
+            if c.get("passes", 0) > 0:
+                n = c["passes"]
+                rows.append([1.0, c["pass_tokens"] / n, 0.0, 0.0, c["pass_sequences"] / n - 1.0])
+                seconds.append(c["pass_seconds"] / n)
+        source = "wave means"
     coef, *_ = np.linalg.lstsq(np.array(rows), np.array(seconds), rcond=None)
-    a, b, c = (max(0.0, float(x)) for x in coef)
-    return a, b, c
+    return PassCost(tuple(float(x) for x in coef), source)
 
 
 def host_overhead_s(wave: dict) -> float:
@@ -74,9 +112,8 @@ def drafting(wave: dict) -> tuple[float, int, list[float]]:
     return share, gamma, alphas
 
 
-def replay(wave: dict, cost: tuple[float, float, float], host_s: float, trace_dir: Path) -> dict:
+def replay(wave: dict, cost: PassCost, host_s: float, trace_dir: Path) -> dict:
     """Simulates one wave: its requests at t = 0 on one target; returns tokens/s and TPOT p50/p95."""
-    a, b, c = cost
     share, gamma, alphas = drafting(wave)
     trace = trace_dir / f"{wave['config']}-{wave['clients']}.jsonl"
     trace.write_text("".join(json.dumps({"arrival_s": 0.0, "prompt_tokens": r["prompt_tokens"],
@@ -87,8 +124,8 @@ def replay(wave: dict, cost: tuple[float, float, float], host_s: float, trace_di
         "name": f"capacity-{wave['config']}-{wave['clients']}", "duration_s": 1.0,
         "mode": "target_only" if wave["config"] == "target-only" else "hybrid",
         "drafts": {"count": wave["clients"]},
-        "targets": {"verify_base_ms": a * 1000, "verify_per_token_ms": b * 1000,
-                    "per_sequence_ms": c * 1000, "host_overhead_ms": host_s * 1000, "host_concurrency": 1,
+        "targets": {"verify_points_ms": cost.points_ms(), "per_sequence_ms": cost.per_sequence_s * 1000,
+                    "host_overhead_ms": host_s * 1000, "host_concurrency": 1,
                     "batching": {"max_batch": 1 if serialised else 256, "max_tokens": MAX_BATCH_TOKENS,
                                  "gather_ms": 0.0 if serialised else GATHER_MS}},
         "network": {"rtt_ms": {"mean": 0}},
@@ -130,12 +167,10 @@ def calibrate(out: Path, max_clients: int) -> list[dict]:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    a, b, c = cost
     within = [r for r in rows if r["clients"] <= max_clients]
     worst_tps = max(abs(r["tokens_per_s_error"]) for r in within)
     worst_tpot = max(abs(r["tpot_p50_error"]) for r in within)
-    lines = [f"Pass cost fitted to the run: t = {1000 * a:.1f} ms + {1000 * b:.2f} ms x tokens + {1000 * c:.2f} ms x "
-             f"(sequences - 1); serving stack per step (one-client waves): "
+    lines = [f"Pass cost fitted to the run: {cost.describe()}; serving stack per step (one-client waves): "
              + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in host.items()) + ".", "",
              "| config | clients | tok/s measured | tok/s DSD-Sim | error | TPOT p50 measured | TPOT p50 DSD-Sim | "
              "error | sequences per pass measured / DSD-Sim |", "|---" * 9 + "|"]

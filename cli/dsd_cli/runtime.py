@@ -62,6 +62,8 @@ def register(app: typer.Typer) -> None:
         max_batch_tokens: int = typer.Option(1024, help="Tokens per packed forward pass (longer prefills are "
                                              "chunked)."),
         batching: bool = typer.Option(True, help="--no-batching: one session per forward pass (serialised)."),
+        pass_trace: str = typer.Option("", help="Append one JSON line per forward pass (sequences, tokens, "
+                                       "seconds) to this file: for fitting cost models."),
         threads: int = typer.Option(0, help="torch threads (0=auto)."),
         device: str = DEVICE, dtype: str = DTYPE,
     ) -> None:
@@ -71,7 +73,7 @@ def register(app: typer.Typer) -> None:
 
         logging.basicConfig(level=logging.INFO)
         settings = TargetSettings(max_sessions, max_cached_tokens, idle_ttl_s, max_window, max_pending, max_kv_bytes,
-                                  max_batch_tokens, batching)
+                                  max_batch_tokens, batching, pass_trace)
         _check_dtype(dtype)
         run_target(model, f"{host}:{port}", metrics_port, settings, threads or None, device=device, dtype=dtype)
 

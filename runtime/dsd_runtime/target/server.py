@@ -14,18 +14,20 @@ import threading
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from dsd_runtime.common.batching import BatchingLM
+from dsd_runtime.common.batching import BatchingLM, PassObserver
 from dsd_runtime.common.models import LoadedModel
 from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
 from dsd_runtime.errors import DsdError, Overloaded
 from dsd_runtime.metrics import TargetMetrics
 from dsd_runtime.target.backend import BatchedTransformersBackend
+from dsd_runtime.target.pass_trace import PassTrace
 from dsd_runtime.target.sessions import SessionStore
 from dsd_runtime.target.verifying import Verifier, VerifyInput, VerifyOutput
 from dsd_spec.sampling import SamplingParams
@@ -51,6 +53,7 @@ class TargetSettings:
     max_kv_bytes: int = 0
     max_batch_tokens: int = 1024
     batching: bool = True
+    pass_trace: str = ""  # a JSONL file: one line per forward pass (dsd_runtime.target.pass_trace)
 
     @property
     def grpc_workers(self) -> int:
@@ -81,8 +84,12 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
         self.model = model
         self.settings = settings
         self.metrics = metrics
+        on_pass: PassObserver = metrics.observe_pass
+        self.pass_trace = PassTrace(Path(settings.pass_trace), on_pass) if settings.pass_trace else None
+        if self.pass_trace is not None:
+            on_pass = self.pass_trace
         self.batcher = BatchingLM(model.lm, settings.max_batch_tokens,
-                                  settings.max_pending if settings.batching else 1, on_pass=metrics.observe_pass)
+                                  settings.max_pending if settings.batching else 1, on_pass=on_pass)
         backend = BatchedTransformersBackend(self.batcher)
         max_kv_bytes = settings.max_kv_bytes or settings.max_cached_tokens * backend.kv_bytes_per_token
         self.store = SessionStore(settings.max_sessions, max_kv_bytes, settings.idle_ttl_s,
@@ -208,6 +215,8 @@ class TargetServer:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_s).wait()
         self.servicer.batcher.close()
+        if self.servicer.pass_trace is not None:
+            self.servicer.pass_trace.close()
 
     def wait(self) -> None:
         self.server.wait_for_termination()
