@@ -5,9 +5,8 @@
 
 Calibration (docs/simulator/capacity-calibration.{csv,md}). Everything the simulator is given comes from the
 benchmark's own measurements, and what it predicts (aggregate tokens/s and TPOT of each wave) is not among them:
-  - the packed pass cost, t = a + b * tokens + c * (sequences - 1), a least-squares fit to every wave's mean
-    forward pass (the target's dsd_target_forward_pass_seconds, batch_tokens and batch_sequences); a linear
-    model's mean is the model at the means, so wave means suffice;
+  - the packed pass cost, piecewise linear in tokens (knots at 8 and 64) + a term per sequence beyond the first,
+    a least-squares fit to every forward pass the target traced during the run (`dsd target --pass-trace`);
   - the serving stack's time per step outside the pass, from each configuration's one-client wave
     ((wall time - pass seconds) / passes): the API, the draft process, gRPC, sampling; done for every session
     in turn by one process (host_concurrency 1: the GIL);
@@ -55,7 +54,7 @@ class PassCost:
     """t(tokens, sequences) = f(tokens) + per_sequence_s * (sequences - 1), f piecewise linear (KNOTS)."""
 
     coef: tuple[float, ...]
-    source: str  # how many traced passes it was fitted to, or "wave means"
+    source: str  # what it was fitted to
 
     @property
     def per_sequence_s(self) -> float:
@@ -73,24 +72,11 @@ class PassCost:
 
 
 def fit_pass_cost(waves: list[dict]) -> PassCost:
-    """Least squares over every traced pass of the run; without a trace, over the waves' mean pass (a linear
-    model's mean is the model at the means, but the means cannot place the knots: their slopes stay 0)."""
-    passes = [p for w in waves for p in w.get("passes", [])]
-    if passes:
-        rows = [_basis(tokens, seqs) for seqs, tokens, _ in passes]
-        seconds = [t for _, _, t in passes]
-        source = f"{len(passes)} traced passes"
-    else:
-        rows, seconds = [], []
-        for w in waves:
-            c = w["counters"]
-            if c.get("passes", 0) > 0:
-                n = c["passes"]
-                rows.append([1.0, c["pass_tokens"] / n, 0.0, 0.0, c["pass_sequences"] / n - 1.0])
-                seconds.append(c["pass_seconds"] / n)
-        source = "wave means"
-    coef, *_ = np.linalg.lstsq(np.array(rows), np.array(seconds), rcond=None)
-    return PassCost(tuple(float(x) for x in coef), source)
+    """Least squares over every pass the target traced during the run (`dsd target --pass-trace`)."""
+    passes = [p for w in waves for p in w["passes"]]
+    rows = [_basis(tokens, seqs) for seqs, tokens, _ in passes]
+    coef, *_ = np.linalg.lstsq(np.array(rows), np.array([t for _, _, t in passes]), rcond=None)
+    return PassCost(tuple(float(x) for x in coef), f"{len(passes)} traced passes")
 
 
 def host_overhead_s(wave: dict) -> float:

@@ -43,7 +43,6 @@ class Target:
         self._admissions: deque[tuple[int, simpy.Event]] = deque()
         self._wake: simpy.Event | None = None
         self.busy_s = 0.0
-        self.passes = self.pass_sequences = self.pass_positions = 0
         env.process(self._serve())
 
     def load(self) -> int:
@@ -117,9 +116,7 @@ class Target:
                        + max(w.extra_s for w in batch))
             yield env.timeout(seconds)
             self.busy_s += seconds
-            self.passes += 1
-            self.pass_sequences += len(batch)
-            self.pass_positions += positions
+            self.metrics.on_pass(len(batch))
             previous, last_pass_s = len(batch), seconds
             for w in batch:
                 w.done.succeed()

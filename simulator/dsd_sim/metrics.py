@@ -98,6 +98,10 @@ class Metrics:
         self.gamma_sum_by_second[second] = self.gamma_sum_by_second.get(second, 0) + gamma
         self.rounds_by_second[second] = self.rounds_by_second.get(second, 0) + 1
 
+    def on_pass(self, sequences: int) -> None:
+        self.target_passes += 1
+        self.target_pass_sequences += sequences
+
     def on_reject(self, output_tokens: int) -> None:
         self.requests_rejected += 1
         self.tokens_rejected += output_tokens

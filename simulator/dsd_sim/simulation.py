@@ -83,6 +83,4 @@ def run(s: Scenario) -> Result:
     env.run(until=ctx.done)
     metrics.end_s = env.now
     metrics.target_busy_s = [t.busy_s for t in targets]
-    metrics.target_passes = sum(t.passes for t in targets)
-    metrics.target_pass_sequences = sum(t.pass_sequences for t in targets)
     return Result(s, metrics, time.perf_counter() - started)

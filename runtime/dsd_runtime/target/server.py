@@ -84,10 +84,8 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
         self.model = model
         self.settings = settings
         self.metrics = metrics
-        on_pass: PassObserver = metrics.observe_pass
-        self.pass_trace = PassTrace(Path(settings.pass_trace), on_pass) if settings.pass_trace else None
-        if self.pass_trace is not None:
-            on_pass = self.pass_trace
+        self.pass_trace = PassTrace(Path(settings.pass_trace), metrics.observe_pass) if settings.pass_trace else None
+        on_pass: PassObserver = self.pass_trace or metrics.observe_pass
         self.batcher = BatchingLM(model.lm, settings.max_batch_tokens,
                                   settings.max_pending if settings.batching else 1, on_pass=on_pass)
         backend = BatchedTransformersBackend(self.batcher)
