@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -65,6 +66,17 @@ def _pod(dsd: Dsd, role: str):
 def _pod_ready(dsd: Dsd, role: str) -> bool:
     pods = [p for p in dsd.pods(NAME, role) if p.metadata.deletion_timestamp is None]
     return len(pods) == 1 and any(c.type == "Ready" and c.status == "True" for c in pods[0].status.conditions or [])
+
+
+def _status(url: str) -> int:
+    """The HTTP status of a GET (an error status is an answer; a connection failure is 0)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
 
 
 def test_real_nodes_carry_their_tier_and_the_network_is_fenced(real_cluster: ClusterInfo):
@@ -206,6 +218,9 @@ def test_killing_the_target_mid_generation_fails_cleanly_or_completes(deployed: 
     wait_for(lambda: _pod_ready(deployed, "target") and _pod_ready(deployed, "draft"), 300,
              "target and draft Ready again", interval_s=1)
     with port_forward(deployed.cluster, deployed.namespace, f"svc/{NAME}-draft", 8000) as port:
+        # The pod's Ready lags the draft's own readiness by a probe period or two (it may still show the Ready
+        # of before the kill); the draft answers once it has reconnected to the restarted target.
+        wait_for(lambda: _status(f"http://127.0.0.1:{port}/readyz") == 200, 120, "the draft reconnected")
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="-", max_retries=0, timeout=300)
         r = client.completions.create(model=models.SMOLLM2_TARGET, prompt=prompt, max_tokens=MAX_TOKENS,
                                       temperature=0)
