@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dsd_cli import dev, operating, runtime, simulating
+from dsd_cli import dev, operating, runtime, simulating, tls
 
 app = typer.Typer(
     name="dsd",
@@ -15,6 +15,7 @@ app = typer.Typer(
 app.add_typer(dev.app, name="dev")
 app.add_typer(operating.app, name="operator")
 app.add_typer(simulating.app, name="sim")
+app.add_typer(tls.app, name="tls")
 runtime.register(app)
 
 

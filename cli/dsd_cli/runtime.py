@@ -40,6 +40,17 @@ BANDWIDTH = typer.Option(0.0, "--bandwidth-mbps", help="Emulated bandwidth cap (
 DEVICE = typer.Option("auto", help="auto (a CUDA GPU when torch sees one, else cpu), cpu, cuda, cuda:N.")
 DTYPE = typer.Option("auto", help="auto (as saved), float32, bfloat16, float16.")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+TLS_CERT = typer.Option(None, help="Mutual TLS: this server's / client's certificate (PEM), re-read on change.")
+TLS_KEY = typer.Option(None, help="Mutual TLS: the private key of --tls-cert (PEM).")
+
+
+def _tls_files(cert: Path | None, key: Path | None, ca: Path | None, ca_flag: str):  # type: ignore[no-untyped-def]
+    from dsd_runtime.common.tls import TlsConfigError, TlsFiles
+
+    try:
+        return TlsFiles.from_flags(cert, key, ca, ca_flag)
+    except TlsConfigError as e:
+        raise typer.BadParameter(str(e)) from None
 
 
 def _check_dtype(dtype: str) -> None:
@@ -66,6 +77,11 @@ def register(app: typer.Typer) -> None:
                                        "seconds) to this file: for fitting cost models."),
         threads: int = typer.Option(0, help="torch threads (0=auto)."),
         device: str = DEVICE, dtype: str = DTYPE,
+        tls_cert: Path | None = TLS_CERT, tls_key: Path | None = TLS_KEY,
+        tls_client_ca: Path | None = typer.Option(None, help="Mutual TLS: CA bundle every client's certificate "
+                                                  "must chain to; with it plaintext clients are refused."),
+        health_port: int = typer.Option(-1, help="Also serve the gRPC health service in plaintext on this port "
+                                        "(for probes that cannot speak TLS; -1 = off)."),
     ) -> None:
         """Run the target role: gRPC verification of many sessions, batched into shared forward passes."""
         from dsd_runtime.target.running import run_target
@@ -75,7 +91,9 @@ def register(app: typer.Typer) -> None:
         settings = TargetSettings(max_sessions, max_cached_tokens, idle_ttl_s, max_window, max_pending, max_kv_bytes,
                                   max_batch_tokens, batching, pass_trace)
         _check_dtype(dtype)
-        run_target(model, f"{host}:{port}", metrics_port, settings, threads or None, device=device, dtype=dtype)
+        tls = _tls_files(tls_cert, tls_key, tls_client_ca, "--tls-client-ca")
+        run_target(model, f"{host}:{port}", metrics_port, settings, threads or None, device=device, dtype=dtype,
+                   tls=tls, health_port=health_port)
 
     @app.command("draft")
     def draft(
@@ -93,8 +111,17 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(0, help="torch threads (0=auto)."),
         target_deadline_s: float = typer.Option(30.0, help="Give up on the target after this long (HTTP 503)."),
         device: str = DEVICE, dtype: str = DTYPE,
+        tls_cert: Path | None = TLS_CERT, tls_key: Path | None = TLS_KEY,
+        tls_ca: Path | None = typer.Option(None, help="Mutual TLS: CA bundle the target's certificate must chain "
+                                           "to (and the control RPC's clients')."),
+        tls_server_name: str = typer.Option("", help="Name the target's certificate carries, when it differs "
+                                            "from the host in --target (an IP, a NodePort)."),
+        api_keys_file: Path | None = typer.Option(None, help="Require `Authorization: Bearer <key>` on /v1/*: "
+                                                  "one key per line, re-read on change (401 otherwise)."),
     ) -> None:
         """Run the draft role: speculation against a target and the OpenAI-compatible API."""
+        from dsd_runtime.api.auth import ApiKeys
+        from dsd_runtime.common.tls import ClientTls
         from dsd_runtime.draft.client import LinkEmulation
         from dsd_runtime.draft.running import run_draft
 
@@ -102,10 +129,18 @@ def register(app: typer.Typer) -> None:
         _check_dtype(dtype)
         from dsd_runtime.common import models
 
+        files = _tls_files(tls_cert, tls_key, tls_ca, "--tls-ca")
+        if tls_server_name and files is None:
+            raise typer.BadParameter("--tls-server-name needs --tls-cert, --tls-key and --tls-ca")
+        try:
+            api_keys = ApiKeys(api_keys_file) if api_keys_file is not None else None
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
         run_draft(models.resolve_draft(model), target, host, port, control_port,
                   _window(gamma, gamma_min, gamma_max, policy, pipelined, proposer),
                   LinkEmulation(delay_ms, jitter_ms, bandwidth_mbps), config, threads or None, target_deadline_s,
-                  device=device, dtype=dtype, tokenizer_ref=tokenizer)
+                  device=device, dtype=dtype, tokenizer_ref=tokenizer,
+                  tls=ClientTls(files, tls_server_name) if files else None, api_keys=api_keys)
 
     @app.command("serve")
     def serve(
@@ -118,8 +153,14 @@ def register(app: typer.Typer) -> None:
         batching: bool = typer.Option(True, help="--no-batching: the target runs one session per forward pass."),
         target_arg: list[str] = typer.Option([], help="Extra `dsd target` argument, repeatable "
                                              "(e.g. --target-arg=--max-sessions=16)."),
+        tls_dir: Path | None = typer.Option(None, help="Mutual TLS between the two processes with the "
+                                            "certificates in this directory (issued there by `dsd tls issue` "
+                                            "when absent)."),
+        api_keys_file: Path | None = typer.Option(None, help="Require these bearer keys on /v1/* (one per "
+                                                  "line)."),
     ) -> None:
         """Run target and draft as two local processes over gRPC and serve the OpenAI API (the main job)."""
+        from dsd_cli import tls
         from dsd_runtime.local import ServeOptions
         from dsd_runtime.local import serve as run_serve
 
@@ -128,13 +169,20 @@ def register(app: typer.Typer) -> None:
                       "--pipelined" if pipelined else "--blocking", "--delay-ms", str(delay_ms),
                       "--jitter-ms", str(jitter_ms), "--bandwidth-mbps", str(bandwidth_mbps), "--proposer", proposer,
                       "--tokenizer", target_model)
+        target_tls: tuple[str, ...] = ()
+        if tls_dir is not None:
+            if not (tls_dir / "ca.crt").exists():
+                tls.issue_bundle(tls_dir, tls.LOCAL_NAMES, tls.LOCAL_NAMES)
+            target_tls, draft_args = tls.target_flags(tls_dir), (*draft_args, *tls.draft_flags(tls_dir))
+        if api_keys_file is not None:
+            draft_args = (*draft_args, "--api-keys-file", str(api_keys_file))
         from dsd_runtime.common import models
 
         raise typer.Exit(run_serve(ServeOptions(target_model, models.resolve_draft(draft_model), port,
                                                 extra_draft_args=draft_args,
                                                 extra_target_args=("--dtype", dtype,
                                                                    "--batching" if batching else "--no-batching",
-                                                                   *target_arg))))
+                                                                   *target_tls, *target_arg))))
 
     @app.command("generate")
     def generate(

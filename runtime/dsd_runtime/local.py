@@ -67,6 +67,7 @@ def serve(opts: ServeOptions) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     deadline = time.monotonic() + opts.ready_timeout_s
+    auth = "-H \"Authorization: Bearer $DSD_API_KEY\" " if "--api-keys-file" in opts.extra_draft_args else ""
     announced = False
     try:
         while not stopping:
@@ -79,7 +80,7 @@ def serve(opts: ServeOptions) -> int:
                 announced = True
                 print(f"\nDSD is serving on http://127.0.0.1:{opts.port}/v1 (target {opts.target_model}, "
                       f"draft {opts.draft_model}). Try:\n  curl -s http://127.0.0.1:{opts.port}/v1/completions "
-                      "-H 'Content-Type: application/json' -d '{\"prompt\": \"Hello\", \"max_tokens\": 32}'\n",
+                      f"{auth}-H 'Content-Type: application/json' -d '{{\"prompt\": \"Hello\", \"max_tokens\": 32}}'\n",
                       flush=True)
             if not announced and time.monotonic() > deadline:
                 print("dsd serve: not ready in time", file=sys.stderr)

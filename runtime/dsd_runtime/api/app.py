@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dsd_runtime.api import errors, responses
+from dsd_runtime.api.auth import ApiKeyMiddleware, ApiKeys
 from dsd_runtime.api.responses import Envelope
 from dsd_runtime.api.schemas import ERROR_RESPONSES, ChatCompletionRequest, CompletionRequest
 from dsd_runtime.common import seeding
@@ -43,10 +44,14 @@ class Choice:
     prefix: str = ""
 
 
-def create_app(engine: DraftEngine, max_body_bytes: int = errors.MAX_BODY_BYTES) -> FastAPI:
+def create_app(engine: DraftEngine, max_body_bytes: int = errors.MAX_BODY_BYTES,
+               api_keys: ApiKeys | None = None) -> FastAPI:
+    """`api_keys`: require a bearer key on /v1/* (401 otherwise); None: the API is open."""
     app = FastAPI(title="DSD draft server", description="OpenAI-compatible API of a DSD draft server",
                   docs_url=None, redoc_url=None)
     errors.install(app)
+    if api_keys is not None:  # added before the guard, so the guard (outermost) counts the 401s too
+        app.add_middleware(ApiKeyMiddleware, keys=api_keys)
     app.add_middleware(errors.GuardMiddleware, requests=engine.metrics.requests, routes=ROUTES,
                        max_body_bytes=max_body_bytes)
     api = _Api(engine)

@@ -7,6 +7,7 @@ again before handing back the answer, on a worker thread so pipelined drafting o
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import random
 import threading
@@ -17,7 +18,11 @@ from dataclasses import dataclass
 import grpc
 
 from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
+from dsd_runtime.common.tls import ClientTls, TlsConfigError
+from dsd_runtime.common.tls import channel as tls_channel
 from dsd_runtime.errors import DsdError, InvalidRequest, Overloaded, TargetUnavailable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,21 +61,48 @@ class TargetClient:
     speculator then resends its context there (a re-prefill), so the request completes with the same output.
     """
 
-    def __init__(self, address: str, link: LinkEmulation | None = None, deadline_s: float = 30.0) -> None:
+    def __init__(self, address: str, link: LinkEmulation | None = None, deadline_s: float = 30.0,
+                 tls: ClientTls | None = None) -> None:
         self.addresses = [a.strip() for a in address.split(",") if a.strip()]
         if not self.addresses:
             raise ValueError("no target address given")
         self.link = link or LinkEmulation()
         self.deadline_s = deadline_s
-        self._channels = [grpc.insecure_channel(a, options=[("grpc.max_send_message_length", 64 << 20)])
-                          for a in self.addresses]
-        self._stubs = [dsd_pb2_grpc.TargetStub(c) for c in self._channels]
+        self.tls = tls
+        self._tls_fingerprint = tls.fingerprint() if tls else ""
+        self._retired: list[grpc.Channel] = []
+        self._channels, self._stubs = self._connect()
         self._current = 0
         self._current_lock = threading.Lock()
         self._wait_for_ready = len(self.addresses) == 1
         self._pool = futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="dsd-verify")
         self._rng = random.Random(self.link.seed)
         self._rng_lock = threading.Lock()
+
+    def _connect(self) -> tuple[list[grpc.Channel], list[dsd_pb2_grpc.TargetStub]]:
+        channels = [tls_channel(a, self.tls, [("grpc.max_send_message_length", 64 << 20)]) for a in self.addresses]
+        return channels, [dsd_pb2_grpc.TargetStub(c) for c in channels]
+
+    def reload_tls(self) -> bool:
+        """New channels when the TLS files changed (a rotated certificate): later calls use them, calls in
+        flight finish on the old ones (closed with the client). False when nothing changed or the new files
+        are not usable yet (a rotation half-written: the old channels stay)."""
+        if self.tls is None:
+            return False
+        fingerprint = self.tls.fingerprint()
+        if fingerprint == self._tls_fingerprint:
+            return False
+        try:
+            channels, stubs = self._connect()
+        except TlsConfigError as e:
+            log.warning("TLS files changed but cannot be used yet, keeping the current channels: %s", e)
+            return False
+        with self._current_lock:
+            self._retired.extend(self._channels)
+            self._channels, self._stubs = channels, stubs
+            self._tls_fingerprint = fingerprint
+        log.info("TLS credentials reloaded: new channels to %s", ",".join(self.addresses))
+        return True
 
     @property
     def address(self) -> str:
@@ -139,7 +171,7 @@ class TargetClient:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        for channel in self._channels:
+        for channel in self._channels + self._retired:
             channel.close()
 
 

@@ -18,6 +18,8 @@ import grpc
 import yaml
 
 from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
+from dsd_runtime.common.tls import TlsFiles
+from dsd_runtime.common.tls import bind as tls_bind
 from dsd_runtime.draft.client import LinkEmulation
 from dsd_runtime.draft.windowing import WindowConfig, WindowController
 from dsd_spec.sampling import SamplingParams
@@ -50,10 +52,13 @@ class DraftControlServicer(dsd_pb2_grpc.DraftControlServicer):
             raise
 
 
-def start_control_server(window: WindowController, address: str) -> tuple[grpc.Server, int]:
+def start_control_server(window: WindowController, address: str,
+                         tls: TlsFiles | None = None) -> tuple[grpc.Server, int]:
+    """With `tls` (the draft's own certificate and CA) only clients holding a certificate from that CA may
+    read or change the window."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     dsd_pb2_grpc.add_DraftControlServicer_to_server(DraftControlServicer(window), server)
-    port = server.add_insecure_port(address)
+    port = tls_bind(server, address, tls)
     server.start()
     return server, port
 

@@ -18,6 +18,7 @@ from dsd_runtime.common import models, tokenization
 from dsd_runtime.common.batching import BatchingLM
 from dsd_runtime.common.detokenizing import IncrementalText
 from dsd_runtime.common.proto import dsd_pb2
+from dsd_runtime.common.tls import ClientTls
 from dsd_runtime.draft.client import LinkEmulation, TargetClient
 from dsd_runtime.draft.drafting import DraftingState
 from dsd_runtime.draft.speculating import GenerationRequest, GenerationStats, Speculator
@@ -60,9 +61,10 @@ class Completion:
 class DraftEngine:
     def __init__(self, draft: models.LoadedModel, target_address: str, window: WindowConfig,
                  link: LinkEmulation | None = None, target_deadline_s: float = 30.0,
-                 registry: CollectorRegistry | None = None, served_model_name: str | None = None) -> None:
+                 registry: CollectorRegistry | None = None, served_model_name: str | None = None,
+                 tls: ClientTls | None = None) -> None:
         self.draft = draft
-        self.client = TargetClient(target_address, link, target_deadline_s)
+        self.client = TargetClient(target_address, link, target_deadline_s, tls)
         self.window = WindowController(window, has_model=draft.lm is not None)
         self.registry = registry or CollectorRegistry()
         self.metrics = DraftMetrics(self.registry)

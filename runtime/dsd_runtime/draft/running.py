@@ -9,7 +9,10 @@ import torch
 import uvicorn
 
 from dsd_runtime.api.app import create_app
+from dsd_runtime.api.auth import ApiKeys
 from dsd_runtime.common import models
+from dsd_runtime.common.periodic import Periodic
+from dsd_runtime.common.tls import ClientTls
 from dsd_runtime.draft.client import LinkEmulation
 from dsd_runtime.draft.control import ConfigWatcher, start_control_server
 from dsd_runtime.draft.engine import DraftEngine
@@ -18,12 +21,14 @@ from dsd_runtime.draft.windowing import WindowConfig
 from dsd_runtime.errors import DsdError, IncompatibleModels
 
 log = logging.getLogger(__name__)
+TLS_RELOAD_S = 5.0  # how often the draft looks for rotated certificate files
 
 
 def run_draft(model_ref: str, target: str, host: str, port: int, control_port: int, window: WindowConfig,
               link: LinkEmulation, config_file: Path | None, threads: int | None = None,
               target_deadline_s: float = 30.0, device: str = "auto", dtype: str = "auto",
-              tokenizer_ref: str | None = None) -> None:
+              tokenizer_ref: str | None = None, tls: ClientTls | None = None,
+              api_keys: ApiKeys | None = None) -> None:
     if threads:
         torch.set_num_threads(threads)
     if model_ref == models.NO_MODEL:  # model-free drafting: only the tokenizer is needed (seconds to load)
@@ -32,7 +37,7 @@ def run_draft(model_ref: str, target: str, host: str, port: int, control_port: i
         draft = models.load_tokenizer(tokenizer_ref)
     else:
         draft = models.load(model_ref, models.DTYPES[dtype], device)
-    engine = DraftEngine(draft, target, window, link, target_deadline_s)
+    engine = DraftEngine(draft, target, window, link, target_deadline_s, tls=tls)
     # Fail fast on an incompatible pair when the target is already up; then follow the target's health.
     try:
         engine.handshake(timeout_s=5.0)
@@ -42,18 +47,27 @@ def run_draft(model_ref: str, target: str, host: str, port: int, control_port: i
         log.warning("target not reachable yet: %s", e)
     monitor = TargetMonitor(engine)
     monitor.start()
-    control, bound = start_control_server(engine.window, f"{host}:{control_port}")
+    control, bound = start_control_server(engine.window, f"{host}:{control_port}", tls.files if tls else None)
+    tls_reloader = None
+    if tls is not None:  # a rotated client certificate: new channels for later calls
+        tls_reloader = Periodic("dsd-tls-reloader", TLS_RELOAD_S, engine.client.reload_tls)
+        tls_reloader.start()
     watcher = None
     if config_file is not None:
         watcher = ConfigWatcher(config_file, engine.window, on_sampling=engine.set_sampling_defaults,
                                 on_link=engine.set_link)
         watcher.check_once()
         watcher.start()
-    print(f"draft {draft.name} -> target {target}; OpenAI API on http://{host}:{port}/v1, control gRPC on "
-          f"{host}:{bound}", flush=True)
+    secured = " over mutual TLS" if tls else ""
+    keyed = " (API keys required)" if api_keys else ""
+    print(f"draft {draft.name} -> target {target}{secured}; OpenAI API on http://{host}:{port}/v1{keyed}, "
+          f"control gRPC on {host}:{bound}", flush=True)
     try:
-        uvicorn.run(create_app(engine), host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
+        uvicorn.run(create_app(engine, api_keys=api_keys), host=host, port=port, log_level="warning",
+                    timeout_graceful_shutdown=10)
     finally:
+        if tls_reloader:
+            tls_reloader.stop()
         if watcher:
             watcher.stop()
         monitor.stop()

@@ -24,6 +24,8 @@ from prometheus_client import CollectorRegistry
 from dsd_runtime.common.batching import BatchingLM, PassObserver
 from dsd_runtime.common.models import LoadedModel
 from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
+from dsd_runtime.common.tls import TlsFiles
+from dsd_runtime.common.tls import bind as tls_bind
 from dsd_runtime.errors import DsdError, Overloaded
 from dsd_runtime.metrics import TargetMetrics
 from dsd_runtime.target.backend import BatchedTransformersBackend
@@ -188,10 +190,16 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
 
 
 class TargetServer:
-    """Owns the grpc.Server; `stop(grace_s)` lets in-flight rounds finish before closing."""
+    """Owns the grpc.Server; `stop(grace_s)` lets in-flight rounds finish before closing.
+
+    `tls`: mutual TLS on `address` (plaintext and clients without a certificate from its CA are refused).
+    `health_address`: a second, plaintext server with only the health service, for probes that cannot speak
+    TLS (the kubelet's gRPC probe); it shares the serving status of the main one.
+    """
 
     def __init__(self, model: LoadedModel, settings: TargetSettings, address: str,
-                 registry: CollectorRegistry | None = None) -> None:
+                 registry: CollectorRegistry | None = None, tls: TlsFiles | None = None,
+                 health_address: str | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.servicer = TargetServicer(model, settings, TargetMetrics(self.registry))
         self.health = health.HealthServicer()
@@ -199,12 +207,22 @@ class TargetServer:
                                   options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
         dsd_pb2_grpc.add_TargetServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self.port = self.server.add_insecure_port(address)
+        self.port = tls_bind(self.server, address, tls)
         if self.port == 0:
             raise OSError(f"cannot bind the target's gRPC server to {address}")
+        self.health_server: grpc.Server | None = None
+        self.health_port = 0
+        if health_address is not None:
+            self.health_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            self.health_port = self.health_server.add_insecure_port(health_address)
+            if self.health_port == 0:
+                raise OSError(f"cannot bind the target's health server to {health_address}")
 
     def start(self) -> None:
         self.server.start()
+        if self.health_server is not None:
+            self.health_server.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("target %s serving on port %d", self.servicer.model.name, self.port)
@@ -212,6 +230,8 @@ class TargetServer:
     def stop(self, grace_s: float = 10.0) -> None:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_s).wait()
+        if self.health_server is not None:
+            self.health_server.stop(0)
         self.servicer.batcher.close()
         if self.servicer.pass_trace is not None:
             self.servicer.pass_trace.close()

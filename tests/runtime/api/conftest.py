@@ -13,6 +13,7 @@ import pytest
 import uvicorn
 
 from dsd_runtime.api.app import create_app
+from dsd_runtime.api.auth import ApiKeys
 from dsd_runtime.common import models
 from dsd_runtime.draft.engine import DraftEngine
 from dsd_runtime.draft.windowing import WindowConfig
@@ -34,9 +35,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_api(engine: DraftEngine) -> tuple[uvicorn.Server, threading.Thread, str]:
+def run_api(engine: DraftEngine, api_keys: ApiKeys | None = None) -> tuple[uvicorn.Server, threading.Thread, str]:
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(engine, api_keys=api_keys), host="127.0.0.1", port=port,
+                                           log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -53,13 +55,14 @@ def _up(url: str) -> bool:
 
 @contextmanager
 def api_server(target: models.LoadedModel, draft: models.LoadedModel,
-               window: WindowConfig | None = None, **target_settings: object) -> Iterator[ApiServer]:
+               window: WindowConfig | None = None, api_keys: ApiKeys | None = None,
+               **target_settings: object) -> Iterator[ApiServer]:
     """A real gRPC target and a draft server's HTTP API in front of it, both on loopback, torn down after."""
     server = start_target(target, **target_settings)
     engine = DraftEngine(draft, f"127.0.0.1:{server.port}", window or WindowConfig(gamma=3), target_deadline_s=5,
                          served_model_name="tiny")
     engine.connect()
-    uv, thread, url = run_api(engine)
+    uv, thread, url = run_api(engine, api_keys)
     try:
         yield ApiServer(url, engine, server.port, server)
     finally:
