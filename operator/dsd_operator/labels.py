@@ -17,6 +17,9 @@ CONTROL_PORT: Final = 50052  # the draft's DraftControl gRPC port
 CONFIG_DIR: Final = "/etc/dsd"
 CONFIG_FILE: Final = "runtime.yaml"
 MODELS_DIR: Final = "/models"
+HEALTH_PORT: Final = 50053  # the target's plaintext health service with mutual TLS (the kubelet's gRPC probe)
+TLS_DIR: Final = "/etc/dsd-tls"  # a role's certificate Secret: tls.crt, tls.key, ca.crt
+API_KEYS_DIR: Final = "/etc/dsd-api-keys"
 
 
 def common_labels(name: str) -> dict[str, str]:
@@ -45,6 +48,16 @@ def role_object_name(name: str, role: str) -> str:
 
 def config_map_name(name: str) -> str:
     return f"{name}-runtime"
+
+
+def tls_secret_name(name: str, role: str) -> str:
+    """A role's certificate Secret (kubernetes.io/tls with ca.crt)."""
+    return f"{name}-{role}-tls"
+
+
+def ca_secret_name(name: str) -> str:
+    """The DSDDeployment's CA (ca.crt, ca.key): the operator signs the roles' certificates with it."""
+    return f"{name}-ca"
 
 
 class Condition:
@@ -79,3 +92,5 @@ class Reason:
     SPECULATION: Final = "SpeculationTuned"
     PLACEMENT: Final = "DraftsMoved"
     AUTOSCALED: Final = "Autoscaled"
+    CERTIFICATE_ISSUED: Final = "CertificateIssued"
+    DELETED: Final = "Deleted"

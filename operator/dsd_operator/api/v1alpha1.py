@@ -167,11 +167,34 @@ class Speculation(_Model):
     sampling: Sampling = Field(default_factory=Sampling, description="sampling: request defaults.")
 
 
+class SecretKeyRef(_Model):
+    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", description=(
+        "name: a Secret in the DSDDeployment's namespace."))
+    key: str = Field("keys", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description=(
+        "key: the Secret's key holding the API keys, one per line (default `keys`)."))
+
+
+class ApiAuth(_Model):
+    secret_ref: SecretKeyRef = Field(description=(
+        "secretRef: the Secret whose key lists the accepted bearer keys; rotating it needs no restart."))
+
+
 class Api(_Model):
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
         "ClusterIP", description="serviceType: how the draft's OpenAI API Service is exposed.")
     node_port: int | None = Field(None, ge=30000, le=32767, description=(
         "nodePort: fixed node port when serviceType is NodePort; unset = allocated."))
+    auth: ApiAuth | None = Field(None, description=(
+        "auth: require `Authorization: Bearer <key>` on /v1/* (401 otherwise); unset = the API is open."))
+
+
+class Security(_Model):
+    tls: Literal["Operator", "Disabled"] = Field("Operator", description=(
+        "tls: mutual TLS between drafts and the target (and on the drafts' control RPC). Operator: a CA per "
+        "DSDDeployment and certificates in Secrets, renewed before they expire; Disabled: plaintext gRPC."))
+    network_policies: bool = Field(True, description=(
+        "networkPolicies: NetworkPolicies that admit only the drafts to the target's gRPC port and nobody to the "
+        "drafts' control port (enforced where the cluster's network plugin implements them)."))
 
 
 class Slo(_Model):
@@ -223,6 +246,8 @@ class DSDDeploymentSpec(_Model):
     speculation: Speculation = Field(default_factory=Speculation, description=(
         "speculation: the window and sampling defaults; changes reach running drafts without a restart."))
     api: Api = Field(default_factory=Api, description="api: exposure of the draft's OpenAI-compatible API.")
+    security: Security = Field(default_factory=Security, description=(
+        "security: mutual TLS on the draft-target link and network policies."))
     slo: Slo = Field(default_factory=Slo, description="slo: latency targets for the metrics-driven loop.")
     metrics: Metrics = Field(default_factory=Metrics, description="metrics: Prometheus integration.")
     autotune: Autotune = Field(default_factory=Autotune, description=(

@@ -6,6 +6,7 @@ an unchanged world makes no API writes; every write is counted in `dsd_operator_
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 from typing import Any
@@ -87,6 +88,13 @@ class Cluster:
         out: Manifest = res.server_side_apply(body=manifest, namespace=manifest["metadata"]["namespace"],
                                               field_manager=labels.MANAGER, force_conflicts=True).to_dict()
         return out
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        """Only for children the spec no longer asks for that owner references would keep (a switched-off
+        feature); the garbage collector removes the rest with their DSDDeployment."""
+        API_WRITES.labels("delete", kind, namespace).inc()
+        with contextlib.suppress(NotFoundError):
+            self._resource(api_version, kind).delete(name=name, namespace=namespace)
 
     def patch_merge(self, api_version: str, kind: str, namespace: str, name: str, patch: Manifest,
                     status: bool = False) -> None:

@@ -20,6 +20,7 @@ from prometheus_client import Counter
 
 from dsd_operator import labels
 from dsd_operator.api import v1alpha1 as api
+from dsd_operator.applying.certificates import Certificates
 from dsd_operator.applying.cluster import Cluster, Manifest, covers, now_rfc3339
 from dsd_operator.labels import Reason
 from dsd_operator.planning import children, placing, statuses
@@ -68,6 +69,7 @@ def _api_error(e: DynamicApiError) -> str:
 class Reconciler:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
+        self.certificates = Certificates(cluster)
         self._locks: collections.defaultdict[tuple[str, str], threading.Lock] = collections.defaultdict(
             threading.Lock)
         self._nodes_lock = threading.Lock()
@@ -101,6 +103,11 @@ class Reconciler:
             loop = loop_decisions(spec, cr.get("status") or {})
             live: dict[str, Manifest | None] = {}
             failures: list[str] = []
+            try:  # before the pods that mount them
+                self.certificates.ensure(cr, owner, spec)
+            except DynamicApiError as e:
+                failures.append(f"certificates: {_api_error(e)}")
+                log.warning("%s/%s: could not write certificates: %s", namespace, name, failures[-1])
             for m in children.workload(owner, spec, replicas, loop):
                 key = m["kind"] + "/" + m["metadata"]["name"]
                 try:
@@ -109,12 +116,25 @@ class Reconciler:
                     failures.append(f"{key}: {_api_error(e)}")
                     log.warning("%s/%s: the API server refused %s", namespace, name, failures[-1])
                     live[key] = self.cluster.get(m["apiVersion"], m["kind"], namespace, m["metadata"]["name"])
+            if not spec.security.network_policies:
+                self._remove_network_policies(cr, owner)
             deployments = {role: live["Deployment/" + labels.role_object_name(name, role)] for role in labels.ROLES}
             self._update_status(cr, owner, spec, replicas, deployments, loop, tuple(failures))
             for role in labels.ROLES:
                 if (d := deployments[role]) is not None:
                     self._update_scaler_status(scalers[role], d)
             RECONCILES.labels(namespace, name).inc()
+
+    def _remove_network_policies(self, cr: Manifest, owner: children.Owner) -> None:
+        """spec.security.networkPolicies switched off: the policies made earlier go (owner references would
+        keep them until the DSDDeployment itself goes)."""
+        for role in labels.ROLES:
+            policy = labels.role_object_name(owner.name, role)
+            live = self.cluster.get("networking.k8s.io/v1", "NetworkPolicy", owner.namespace, policy)
+            if live is not None and any(r.get("uid") == owner.uid for r in live["metadata"].get("ownerReferences")
+                                        or []):
+                self.cluster.delete("networking.k8s.io/v1", "NetworkPolicy", owner.namespace, policy)
+                self.cluster.event(cr, "Normal", Reason.DELETED, f"deleted NetworkPolicy {policy}")
 
     def _ensure_scaler(self, cr: Manifest, owner: children.Owner, spec: api.DSDDeploymentSpec, role: str) -> Manifest:
         name = labels.role_object_name(owner.name, role)

@@ -26,6 +26,7 @@ _SECURITY_CONTEXT = {
 }
 _POD_SECURITY_CONTEXT = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
                          "seccompProfile": {"type": "RuntimeDefault"}}
+SECRET_FILE_MODE = 0o440  # readable by the pods' group (fsGroup), nobody else
 # Model loading takes a while on a cold node; the startup probe gives it 10 minutes before liveness applies.
 _STARTUP = {"periodSeconds": 5, "failureThreshold": 120}
 
@@ -101,20 +102,34 @@ def config_map(owner: Owner, spec: api.DSDDeploymentSpec, loop: LoopDecisions | 
             "data": {labels.CONFIG_FILE: yaml.safe_dump(runtime_config(spec, loop), sort_keys=True)}}
 
 
+def uses_tls(spec: api.DSDDeploymentSpec) -> bool:
+    return spec.security.tls == "Operator"
+
+
+def _tls_args(role: str) -> list[str]:
+    d = labels.TLS_DIR
+    ca_flag = "--tls-client-ca" if role == labels.TARGET else "--tls-ca"
+    args = ["--tls-cert", f"{d}/tls.crt", "--tls-key", f"{d}/tls.key", ca_flag, f"{d}/ca.crt"]
+    return [*args, "--health-port", str(labels.HEALTH_PORT)] if role == labels.TARGET else args
+
+
 def _container_args(owner: Owner, spec: api.DSDDeploymentSpec, role: str) -> list[str]:
+    tls = _tls_args(role) if uses_tls(spec) else []
     if role == labels.TARGET:
         return ["target", "--model", model_argument(spec.target.model), "--host", "0.0.0.0",
-                "--port", str(spec.target.port), "--metrics-port", str(labels.METRICS_PORT), *spec.target.args]
+                "--port", str(spec.target.port), "--metrics-port", str(labels.METRICS_PORT), *tls, *spec.target.args]
     model = ["--model", model_argument(spec.draft.model)] if spec.draft.model is not None else [
         "--model", "none", "--tokenizer", model_argument(spec.target.model)]
+    auth = [] if spec.api.auth is None else [
+        "--api-keys-file", f"{labels.API_KEYS_DIR}/{spec.api.auth.secret_ref.key}"]
     return ["draft", *model, "--target", target_address(owner, spec),
             "--host", "0.0.0.0", "--port", str(spec.draft.port), "--control-port", str(labels.CONTROL_PORT),
-            "--config", f"{labels.CONFIG_DIR}/{labels.CONFIG_FILE}", *spec.draft.args]
+            "--config", f"{labels.CONFIG_DIR}/{labels.CONFIG_FILE}", *tls, *auth, *spec.draft.args]
 
 
-def _probes(role: str, port: int) -> dict[str, Any]:
-    if role == labels.TARGET:  # the standard gRPC health service
-        check: dict[str, Any] = {"grpc": {"port": port}}
+def _probes(role: str, port: int, tls: bool) -> dict[str, Any]:
+    if role == labels.TARGET:  # the standard gRPC health service (the kubelet's probe speaks no TLS)
+        check: dict[str, Any] = {"grpc": {"port": labels.HEALTH_PORT if tls else port}}
         return {"startupProbe": {**check, **_STARTUP}, "readinessProbe": {**check, "periodSeconds": 5},
                 "livenessProbe": {**check, "periodSeconds": 10, "failureThreshold": 3}}
     # /readyz follows the target's health stream at once; probe it often so the Service stops routing to a draft
@@ -136,10 +151,22 @@ def _resources(r: api.Resources) -> dict[str, Any]:
 def _pod_template(owner: Owner, spec: api.DSDDeploymentSpec, role: str, avoid: tuple[str, ...] = ()) -> Manifest:
     r: api.TargetRole | api.DraftRole = spec.target if role == labels.TARGET else spec.draft
     ports = [{"name": "grpc" if role == labels.TARGET else "http", "containerPort": r.port}]
+    tls = uses_tls(spec)
     if role == labels.TARGET:
         ports.append({"name": "metrics", "containerPort": labels.METRICS_PORT})
+        if tls:
+            ports.append({"name": "health", "containerPort": labels.HEALTH_PORT})
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[Manifest] = [{"name": "tmp", "emptyDir": {}}]
+    if tls:  # the kubelet refreshes a mounted Secret in place; the runtime re-reads rotated files
+        mounts.append({"name": "tls", "mountPath": labels.TLS_DIR, "readOnly": True})
+        volumes.append({"name": "tls", "secret": {"secretName": labels.tls_secret_name(owner.name, role),
+                                                  "defaultMode": SECRET_FILE_MODE}})
+    if role == labels.DRAFT and spec.api.auth is not None:
+        ref = spec.api.auth.secret_ref
+        mounts.append({"name": "api-keys", "mountPath": labels.API_KEYS_DIR, "readOnly": True})
+        volumes.append({"name": "api-keys", "secret": {"secretName": ref.name, "defaultMode": SECRET_FILE_MODE,
+                                                       "items": [{"key": ref.key, "path": ref.key}]}})
     # A model-free draft still reads the target's tokenizer: from the target's volume when it has one.
     model = r.model if r.model is not None else spec.target.model
     if model.pvc is not None:
@@ -154,7 +181,7 @@ def _pod_template(owner: Owner, spec: api.DSDDeploymentSpec, role: str, avoid: t
     container = {
         "name": role, "image": r.image, "imagePullPolicy": r.image_pull_policy, "command": ["dsd"],
         "args": _container_args(owner, spec, role), "ports": ports, "env": env, "volumeMounts": mounts,
-        "securityContext": _SECURITY_CONTEXT, **_probes(role, r.port),
+        "securityContext": _SECURITY_CONTEXT, **_probes(role, r.port, tls),
     }
     if res := _resources(r.resources):
         container["resources"] = res
@@ -212,12 +239,35 @@ def role_replicas(spec: api.DSDDeploymentSpec, role: str) -> int:
     return (spec.target if role == labels.TARGET else spec.draft).replicas
 
 
+def network_policies(owner: Owner, spec: api.DSDDeploymentSpec) -> list[Manifest]:
+    """The target's gRPC port admits only this DSDDeployment's drafts; its metrics (and the plaintext health
+    port) and the drafts' API stay open to the cluster (Prometheus, users); the drafts' control port to nobody.
+    Probes come from the node's kubelet, which network plugins do not filter."""
+    target_ports = [{"protocol": "TCP", "port": labels.METRICS_PORT}]
+    if uses_tls(spec):
+        target_ports.append({"protocol": "TCP", "port": labels.HEALTH_PORT})
+    rules = {
+        labels.TARGET: [
+            {"from": [{"podSelector": {"matchLabels": labels.role_selector(owner.name, labels.DRAFT)}}],
+             "ports": [{"protocol": "TCP", "port": spec.target.port}]},
+            {"ports": target_ports}],
+        labels.DRAFT: [{"ports": [{"protocol": "TCP", "port": spec.draft.port}]}],
+    }
+    return [{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+             "metadata": owner.metadata(labels.role_object_name(owner.name, role), role),
+             "spec": {"podSelector": {"matchLabels": labels.role_selector(owner.name, role)},
+                      "policyTypes": ["Ingress"], "ingress": rules[role]}} for role in labels.ROLES]
+
+
 def workload(owner: Owner, spec: api.DSDDeploymentSpec, replicas: dict[str, int],
              loop: LoopDecisions | None = None) -> list[Manifest]:
-    """ConfigMap, then per role a Service and a Deployment (replicas from the role's scaler)."""
+    """ConfigMap, then per role a Service and a Deployment (replicas from the role's scaler), then the
+    NetworkPolicies (when enabled). Certificate Secrets are not planned here: issuing keys is not pure."""
     out = [config_map(owner, spec, loop)]
     avoid = loop.avoid_nodes if loop is not None else ()
     for role in labels.ROLES:
         out += [service(owner, spec, role),
                 deployment(owner, spec, role, replicas[role], avoid if role == labels.DRAFT else ())]
+    if spec.security.network_policies:
+        out += network_policies(owner, spec)
     return out

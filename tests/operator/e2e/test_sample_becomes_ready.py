@@ -42,7 +42,8 @@ def test_pod_templates_carry_wiring_probes_scraping_and_a_restrictive_security_c
     assert t.args[:3] == ["target", "--model", "builtin:smollm2-135m-instruct"]
     assert d.args[d.args.index("--target") + 1] == f"smollm2-target.{namespace}.svc:50051"
     assert t.resources.limits == {"nvidia.com/gpu": "1"}
-    assert t.readiness_probe.grpc.port == 50051 and d.readiness_probe.http_get.path == "/readyz"
+    # mutual TLS (the default): the kubelet probes the target's plaintext health port
+    assert t.readiness_probe.grpc.port == 50053 and d.readiness_probe.http_get.path == "/readyz"
     for template, port in ((target, "9101"), (draft, "8000")):
         assert template.metadata.annotations["prometheus.io/scrape"] == "true"
         assert template.metadata.annotations["prometheus.io/port"] == port
