@@ -84,7 +84,9 @@ def _available(cluster: ClusterInfo) -> bool:
 def real_namespace(real_cluster: ClusterInfo, request: pytest.FixtureRequest) -> Iterator[str]:
     module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
     name = f"real-{os.getpid() % 100000}-{module[:16].strip('-')}"
-    real_cluster.core.create_namespace({"metadata": {"name": name}})
+    # The restricted Pod Security Standard, enforced: DSD's pods must run under it on real nodes.
+    real_cluster.core.create_namespace({"metadata": {"name": name, "labels": {
+        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}})
     yield name
     if _still_up():  # the package's last test takes the cluster down
         real_cluster.core.delete_namespace(name)

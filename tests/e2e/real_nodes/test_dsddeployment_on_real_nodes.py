@@ -6,6 +6,7 @@ The tests run in file order on one cluster; the last one takes it down and asser
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+import grpc
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from dsd_devcluster import network, realnodes, stop_cluster
 from dsd_devcluster.cluster import ClusterHandle, start_kubelet, stop_kubelet
 from dsd_runtime.common import models
+from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
 from tests.conftest import ClusterInfo
 from tests.e2e.real_nodes.conftest import REAL_CLUSTER, port_forward, wait_node
 from tests.lossless.test_greedy_equals_target_alone import target_alone
@@ -57,14 +60,18 @@ def _kubectl(cluster: ClusterInfo, *args: str, timeout_s: float = 120) -> str:
     return proc.stdout
 
 
+def _pods_now(dsd: Dsd, role: str) -> list:
+    return [p for p in dsd.pods(NAME, role) if p.metadata.deletion_timestamp is None]
+
+
 def _pod(dsd: Dsd, role: str):
-    pods = [p for p in dsd.pods(NAME, role) if p.metadata.deletion_timestamp is None]
+    pods = _pods_now(dsd, role)
     assert len(pods) == 1, [p.metadata.name for p in pods]
     return pods[0]
 
 
 def _pod_ready(dsd: Dsd, role: str) -> bool:
-    pods = [p for p in dsd.pods(NAME, role) if p.metadata.deletion_timestamp is None]
+    pods = _pods_now(dsd, role)
     return len(pods) == 1 and any(c.type == "Ready" and c.status == "True" for c in pods[0].status.conditions or [])
 
 
@@ -119,6 +126,27 @@ def test_openai_client_through_the_service_equals_the_target_alone(deployed: Dsd
             streamed = "".join(c.choices[0].text for c in client.completions.create(
                 model=models.SMOLLM2_TARGET, prompt=prompt, max_tokens=MAX_TOKENS, temperature=0, stream=True))
             assert streamed == want
+
+
+def test_the_target_speaks_only_mutual_tls_with_the_deployments_certificates(deployed: Dsd):
+    """The drafts above reached it over mutual TLS (the default); a plaintext or certificate-less client cannot."""
+    secret = deployed.cluster.core.read_namespaced_secret(f"{NAME}-draft-tls", deployed.namespace).data
+    cert, key, ca = (base64.b64decode(secret[k]) for k in ("tls.crt", "tls.key", "ca.crt"))
+    server_name = [("grpc.ssl_target_name_override", f"{NAME}-target.{deployed.namespace}.svc")]
+    with port_forward(deployed.cluster, deployed.namespace, f"svc/{NAME}-target", 50051) as port:
+        address = f"127.0.0.1:{port}"
+
+        def info(channel: grpc.Channel) -> dsd_pb2.InfoResponse:
+            with channel:
+                return dsd_pb2_grpc.TargetStub(channel).Info(dsd_pb2.InfoRequest(), timeout=20)
+
+        for refused in (grpc.insecure_channel(address),
+                        grpc.secure_channel(address, grpc.ssl_channel_credentials(ca), server_name)):
+            with pytest.raises(grpc.RpcError) as e:
+                info(refused)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        trusted = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+        assert info(grpc.secure_channel(address, trusted, server_name)).model_name
 
 
 def test_services_and_cluster_dns_work_from_pods(deployed: Dsd):
@@ -236,6 +264,28 @@ def test_a_stopped_kubelet_turns_its_node_not_ready_and_recovers(real_cluster: C
     start_kubelet(ClusterHandle.load(REAL_CLUSTER), node)  # type: ignore[arg-type]
     wait_node(real_cluster, node, ready=True, timeout_s=60)
     wait_for(lambda: _pod_ready(deployed, "draft"), 180, "a draft Ready again", interval_s=1)
+
+
+def test_api_keys_from_a_secret_guard_the_api_of_the_running_drafts(deployed: Dsd, target_alone_texts):
+    prompt, want = next(iter(target_alone_texts.items()))
+    deployed.cluster.core.create_namespaced_secret(deployed.namespace, {
+        "metadata": {"name": "api-keys"}, "stringData": {"keys": "sk-real-one\n"}})
+    old = _pod(deployed, "draft").metadata.name
+    deployed.patch_spec(NAME, {"api": {"auth": {"secretRef": {"name": "api-keys"}}}})
+    def rolled_out() -> bool:
+        pods = _pods_now(deployed, "draft")
+        return len(pods) == 1 and pods[0].metadata.name != old and _pod_ready(deployed, "draft")
+
+    wait_for(rolled_out, 300, "the drafts rolled out with the key file", interval_s=1)
+    with port_forward(deployed.cluster, deployed.namespace, f"svc/{NAME}-draft", 8000) as port:
+        wait_for(lambda: _status(f"http://127.0.0.1:{port}/readyz") == 200, 120, "the new draft connected")
+        base = f"http://127.0.0.1:{port}/v1"
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=base, api_key="sk-wrong", max_retries=0).models.list()
+        client = openai.OpenAI(base_url=base, api_key="sk-real-one", max_retries=0, timeout=300)
+        r = client.completions.create(model=models.SMOLLM2_TARGET, prompt=prompt, max_tokens=MAX_TOKENS,
+                                      temperature=0)
+        assert r.choices[0].text == want
 
 
 def test_down_leaves_nothing_behind(real_cluster: ClusterInfo):
