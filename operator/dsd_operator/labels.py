@@ -8,6 +8,9 @@ MANAGER: Final = "dsd-operator"
 DEPLOYMENT_LABEL: Final = "dsd.dev/deployment"  # the owning DSDDeployment's name
 ROLE_LABEL: Final = "dsd.dev/role"  # target | draft
 SEEDED_REPLICAS_ANNOTATION: Final = "dsd.dev/seeded-replicas"  # spec.<role>.replicas last copied into the scaler
+# On a DSDDeployment: any new value re-issues its certificates now (`kubectl annotate ... --overwrite`); each
+# certificate Secret records the value it was issued for.
+RENEW_CERTIFICATES_ANNOTATION: Final = "dsd.dev/renew-certificates"
 
 TARGET, DRAFT = "target", "draft"
 ROLES: Final = (TARGET, DRAFT)

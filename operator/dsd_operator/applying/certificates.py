@@ -2,10 +2,12 @@
 
 One CA per DSDDeployment (`<name>-ca`: ca.crt, ca.key) signs a leaf per role (`<name>-<role>-tls`, type
 kubernetes.io/tls plus ca.crt) for the names the role is dialled at (its Service's DNS names). A leaf is
-re-issued when it is missing, unreadable, past two thirds of its life, not valid for those names, or not
-signed by the current CA. The kubelet refreshes the mounted Secret in place and the runtime re-reads its files
-before each new handshake, so a renewal restarts nothing and drops no request. Not pure (keys are random), so
-it lives here rather than in planning/; called by the reconciler before the children that mount the Secrets.
+re-issued when it is missing, unreadable, past two thirds of its life, not valid for those names, not signed by
+the current CA, or when the DSDDeployment's `dsd.dev/renew-certificates` annotation has a value the Secret was
+not issued for (renewal on demand). The kubelet refreshes the mounted Secret in place and the runtime re-reads
+its files before each new handshake, so a renewal restarts nothing and drops no request. Not pure (keys are
+random), so it lives here rather than in planning/; called by the reconciler before the children that mount
+the Secrets.
 """
 
 from __future__ import annotations
@@ -79,11 +81,18 @@ class Certificates:
     def _ensure_leaf(self, cr: Manifest, owner: children.Owner, role: str, ca: pki.Identity) -> None:
         name = labels.tls_secret_name(owner.name, role)
         names = service_names(owner, role)
-        if _leaf_is_current(self.cluster.get("v1", "Secret", owner.namespace, name), ca, names):
+        renewal = (cr["metadata"].get("annotations") or {}).get(labels.RENEW_CERTIFICATES_ANNOTATION, "")
+        live = self.cluster.get("v1", "Secret", owner.namespace, name)
+        issued_for = ((live or {}).get("metadata", {}).get("annotations") or {}).get(
+            labels.RENEW_CERTIFICATES_ANNOTATION, "")
+        if _leaf_is_current(live, ca, names) and issued_for == renewal:
             return
         leaf = pki.issue(ca, f"{owner.name}-{role}", names)
-        self.cluster.apply(self._secret(owner, name, "kubernetes.io/tls",
-                                        {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": ca.cert_pem}))
+        secret = self._secret(owner, name, "kubernetes.io/tls",
+                              {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": ca.cert_pem})
+        if renewal:
+            secret["metadata"]["annotations"] = {labels.RENEW_CERTIFICATES_ANNOTATION: renewal}
+        self.cluster.apply(secret)
         until = leaf.certificate.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
         self.cluster.event(cr, "Normal", Reason.CERTIFICATE_ISSUED,
                            f"issued the {role} certificate in Secret {name} (valid until {until})")

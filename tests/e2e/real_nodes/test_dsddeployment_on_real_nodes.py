@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import ssl
 import subprocess
 import sys
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import grpc
 import openai
 import pytest
+from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
 from dsd_devcluster import network, realnodes, stop_cluster
@@ -147,6 +151,65 @@ def test_the_target_speaks_only_mutual_tls_with_the_deployments_certificates(dep
             assert e.value.code() == grpc.StatusCode.UNAVAILABLE
         trusted = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
         assert info(grpc.secure_channel(address, trusted, server_name)).model_name
+
+
+def _pods_and_restarts(dsd: Dsd) -> dict[str, tuple[str, int]]:
+    return {role: (_pod(dsd, role).metadata.name, _pod(dsd, role).status.container_statuses[0].restart_count)
+            for role in ("target", "draft")}
+
+
+def _served_serial(dsd: Dsd, port: int, creds: Path) -> int:
+    """The serial of the certificate a fresh handshake with the target (through a port-forward) presents."""
+    ctx = ssl.create_default_context(cafile=str(creds / "ca.crt"))
+    ctx.load_cert_chain(creds / "tls.crt", creds / "tls.key")
+    ctx.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            ctx.wrap_socket(raw, server_hostname=f"{NAME}-target.{dsd.namespace}.svc") as tls:
+        return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).serial_number
+
+
+def test_renewing_the_certificates_under_traffic_loses_no_request(deployed: Dsd, target_alone_texts, tmp_path):
+    creds = tmp_path / "draft-tls"
+    creds.mkdir()
+    for key, value in deployed.cluster.core.read_namespaced_secret(f"{NAME}-draft-tls",
+                                                                   deployed.namespace).data.items():
+        (creds / key).write_bytes(base64.b64decode(value))
+    pods = _pods_and_restarts(deployed)
+    results: list[bool] = []
+    failures: list[BaseException] = []
+    done = threading.Event()
+    with port_forward(deployed.cluster, deployed.namespace, f"svc/{NAME}-draft", 8000) as api_port, \
+            port_forward(deployed.cluster, deployed.namespace, f"svc/{NAME}-target", 50051) as target_port:
+        before = _served_serial(deployed, target_port, creds)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{api_port}/v1", api_key="-", max_retries=0, timeout=300)
+
+        def traffic() -> None:
+            while not done.is_set():
+                for prompt, want in target_alone_texts.items():
+                    try:
+                        r = client.completions.create(model=models.SMOLLM2_TARGET, prompt=prompt,
+                                                      max_tokens=MAX_TOKENS, temperature=0)
+                        results.append(r.choices[0].text == want)
+                    except openai.APIError as e:
+                        failures.append(e)
+
+        worker = threading.Thread(target=traffic)
+        worker.start()
+        try:
+            _kubectl(deployed.cluster, "annotate", "-n", deployed.namespace, f"dsd/{NAME}",
+                     "dsd.dev/renew-certificates=under-traffic", "--overwrite")
+            # the kubelet refreshes the mounted Secret within its sync period; the target takes it at the next
+            # handshake (the draft's own certificate too, at its next look, every 5 s)
+            wait_for(lambda: _served_serial(deployed, target_port, creds) != before, 300,
+                     "the target presenting its renewed certificate", interval_s=2)
+            served = len(results)
+            wait_for(lambda: len(results) >= served + 2 or bool(failures), 300, "requests after the renewal")
+        finally:
+            done.set()
+            worker.join(300)
+    assert not failures, failures
+    assert results and all(results), "every request before, during and after the renewal is the target's output"
+    assert _pods_and_restarts(deployed) == pods, "nothing restarted or rolled out"
 
 
 def test_services_and_cluster_dns_work_from_pods(deployed: Dsd):

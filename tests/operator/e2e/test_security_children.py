@@ -95,3 +95,25 @@ def test_pods_are_admitted_in_a_namespace_that_enforces_the_restricted_standard(
         "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}})
     _apply_minimal(cluster, dsd, namespace)
     assert len(dsd.pods(NAME, "target")) == len(dsd.pods(NAME, "draft")) == 1
+
+
+def test_the_renew_annotation_reissues_both_certificates_once(cluster, dsd, namespace):
+    _apply_minimal(cluster, dsd, namespace)
+    before = {role: _secret(cluster, namespace, f"{NAME}-{role}-tls")["tls.crt"] for role in ("target", "draft")}
+    ca = _secret(cluster, namespace, f"{NAME}-ca")["ca.crt"]
+    kubectl(cluster, "annotate", "-n", namespace, f"dsd/{NAME}", "dsd.dev/renew-certificates=r1")
+
+    def renewed() -> bool:
+        return all(_secret(cluster, namespace, f"{NAME}-{r}-tls")["tls.crt"] != before[r] for r in before)
+
+    wait_for(renewed, 60, "both certificates re-issued")
+    after = {role: _secret(cluster, namespace, f"{NAME}-{role}-tls")["tls.crt"] for role in ("target", "draft")}
+    assert _secret(cluster, namespace, f"{NAME}-ca")["ca.crt"] == ca, "the CA stays"
+    versions = {r: cluster.core.read_namespaced_secret(f"{NAME}-{r}-tls", namespace).metadata.resource_version
+                for r in before}
+    dsd.patch_spec(NAME, {"speculation": {"gamma": 5}})  # another reconcile with the same annotation value
+    wait_for(lambda: "gamma: 5" in cluster.core.read_namespaced_config_map(f"{NAME}-runtime", namespace)
+             .data["runtime.yaml"], 60, "the reconcile after")
+    assert {r: cluster.core.read_namespaced_secret(f"{NAME}-{r}-tls", namespace).metadata.resource_version
+            for r in before} == versions, "renewed once per annotation value"
+    assert {role: _secret(cluster, namespace, f"{NAME}-{role}-tls")["tls.crt"] for role in before} == after
