@@ -16,6 +16,9 @@ def run(
     resync_s: float | None = typer.Option(None, help="Seconds between full (read-only unless drifted) reconciles."),
     prometheus_url: str | None = typer.Option(None, help=(
         "Default Prometheus for DSDDeployments that name none (env DSD_OPERATOR_PROMETHEUS_URL).")),
+    clusters_namespace: str | None = typer.Option(None, help=(
+        "Namespace of the edge clusters' kubeconfig Secrets (env DSD_OPERATOR_CLUSTERS_NAMESPACE); none = "
+        "this cluster only.")),
 ) -> None:
     """Run the operator against the current kubeconfig (or in-cluster config). Flags override DSD_OPERATOR_* env."""
     import pydantic
@@ -24,7 +27,8 @@ def run(
     from dsd_operator.settings import OperatorSettings
 
     flags = {"namespaces": namespace or None, "health_port": health_port, "metrics_port": metrics_port,
-             "log_level": log_level, "resync_s": resync_s, "prometheus_url": prometheus_url}
+             "log_level": log_level, "resync_s": resync_s, "prometheus_url": prometheus_url,
+             "clusters_namespace": clusters_namespace}
     try:
         settings = OperatorSettings(**{k: v for k, v in flags.items() if v is not None})
     except pydantic.ValidationError as e:

@@ -11,6 +11,12 @@ SEEDED_REPLICAS_ANNOTATION: Final = "dsd.dev/seeded-replicas"  # spec.<role>.rep
 # On a DSDDeployment: any new value re-issues its certificates now (`kubectl annotate ... --overwrite`); each
 # certificate Secret records the value it was issued for.
 RENEW_CERTIFICATES_ANNOTATION: Final = "dsd.dev/renew-certificates"
+# Children in other clusters cannot carry owner references: they name their owner instead, and the owner keeps a
+# finalizer while any exist, so deleting it removes them first.
+OWNER_ANNOTATION: Final = "dsd.dev/owner"  # namespace/name@cluster-uid of the DSDDeployment
+REMOTE_FINALIZER: Final = "dsd.dev/remote-children"
+KUBECONFIG_SECRET_LABEL: Final = "sigs.k8s.io/multicluster-runtime-kubeconfig"  # multicluster-runtime's convention
+KUBECONFIG_SECRET_KEY: Final = "kubeconfig"
 
 TARGET, DRAFT = "target", "draft"
 ROLES: Final = (TARGET, DRAFT)
@@ -70,6 +76,7 @@ class Condition:
     PROGRESSING: Final = "Progressing"
     DEGRADED: Final = "Degraded"
     METRICS_AVAILABLE: Final = "MetricsAvailable"
+    CLUSTERS_REACHABLE: Final = "ClustersReachable"
 
 
 class Reason:
@@ -97,3 +104,6 @@ class Reason:
     AUTOSCALED: Final = "Autoscaled"
     CERTIFICATE_ISSUED: Final = "CertificateIssued"
     DELETED: Final = "Deleted"
+    REACHABLE: Final = "Reachable"
+    UNREACHABLE: Final = "Unreachable"
+    UNKNOWN_CLUSTER: Final = "UnknownCluster"

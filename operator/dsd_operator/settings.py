@@ -20,3 +20,6 @@ class OperatorSettings(BaseSettings):
     prometheus_url: str = Field("", pattern=r"^(https?://\S+)?$", description=(
         "Prometheus for DSDDeployments whose spec.metrics.prometheusUrl is empty (e.g. a dev cluster's "
         "PROMETHEUS_URL); empty = none: the metrics loop then runs only where the spec names a Prometheus."))
+    clusters_namespace: str = Field("", description=(
+        "Namespace of the edge clusters' kubeconfig Secrets (label sigs.k8s.io/multicluster-runtime-kubeconfig"
+        "=true, key kubeconfig) that spec.draft.placements name; empty = this cluster only."))

@@ -122,12 +122,41 @@ class _Role(_Model):
         "alone."))
 
 
+class TargetExpose(_Model):
+    """How drafts in other clusters reach the target: a Service they can reach and the address they dial."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        _cel("!has(self.nodePort) || self.serviceType == 'NodePort'",
+             "expose.nodePort requires expose.serviceType NodePort", ".nodePort"),
+    ]})
+
+    address: str = Field(max_length=260, pattern=r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$", description=(
+        "address: host:port that drafts in other clusters dial (a node address with the node port, a load "
+        "balancer's name); the target's certificate names the host."))
+    service_type: Literal["NodePort", "LoadBalancer"] = Field("NodePort", description=(
+        "serviceType: the target Service's type, so that the address reaches it."))
+    node_port: int | None = Field(None, ge=30000, le=32767, description=(
+        "nodePort: fixed node port of the gRPC port with serviceType NodePort; unset = allocated."))
+
+
 class TargetRole(_Role):
     model: ModelRef = Field(description="model: where the target's weights come from.")
     resources: Resources = Field(
         default_factory=lambda: Resources(limits={GPU_RESOURCE: 1}),
         description="resources: container resources; the default asks for one nvidia.com/gpu.")
     port: int = Field(50051, ge=1, le=65535, description="port: gRPC port of the target (verification).")
+    expose: TargetExpose | None = Field(None, description=(
+        "expose: make the target reachable from drafts in other clusters (required with "
+        "spec.draft.placements); unset = inside this cluster only."))
+
+
+class DraftPlacement(_Model):
+    cluster: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description=(
+        "cluster: a registered edge cluster: the name of its kubeconfig Secret (label "
+        "sigs.k8s.io/multicluster-runtime-kubeconfig=true) in the operator's clusters namespace."))
+    replicas: int = Field(1, ge=0, le=1000, description="replicas: draft pods in that cluster.")
+    placement: Placement = Field(default_factory=Placement, description=(
+        "placement: where in that cluster the drafts may run (defaults: its edge nodes, as in this cluster)."))
 
 
 class DraftRole(_Role):
@@ -139,6 +168,12 @@ class DraftRole(_Role):
     port: int = Field(8000, ge=1, le=65535, description="port: HTTP port of the OpenAI-compatible API.")
     edge_taint_key: str = Field(EDGE_ROLE_LABEL, description=(
         "edgeTaintKey: taint key of edge nodes that draft pods tolerate (any value and effect)."))
+    placements: list[DraftPlacement] = Field(default_factory=list, max_length=32, description=(
+        "placements: draft groups in other (edge) clusters, in addition to the spec.draft.replicas drafts of "
+        "this cluster (0 for edge-only); each is a Deployment, ConfigMap, Service and certificate Secret there, "
+        "dialling spec.target.expose.address."), json_schema_extra={"x-kubernetes-validations": [
+            _cel("self.all(p, self.exists_one(q, q.cluster == p.cluster))",
+                 "placements: each cluster at most once")]})
 
 
 class Sampling(_Model):
@@ -237,6 +272,10 @@ class DSDDeploymentSpec(_Model):
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
         _cel("!has(self.api) || !has(self.api.nodePort) || self.api.serviceType == 'NodePort'",
              "api.nodePort requires api.serviceType NodePort", ".api.nodePort"),
+        _cel("!has(self.draft) || !has(self.draft.placements) || size(self.draft.placements) == 0 || "
+             "has(self.target.expose)",
+             "draft.placements in other clusters need target.expose (the address their drafts dial)",
+             ".target.expose"),
     ]})
 
     target: TargetRole = Field(description="target: the large model on GPU nodes that verifies draft windows.")
@@ -333,6 +372,14 @@ class ScalingStatus(_Model):
     message: str = Field("", description="message: the figures behind the last replica decision.")
 
 
+class ClusterStatus(_Model):
+    name: str = Field(description="name: the edge cluster (its kubeconfig Secret's name).")
+    reachable: bool = Field(False, description="reachable: its API server answered the last probe.")
+    message: str = Field("", description="message: the probe's answer, or why the cluster cannot be managed.")
+    desired_replicas: int = Field(0, description="desiredReplicas: drafts the placement asks for there.")
+    ready_replicas: int = Field(0, description="readyReplicas: drafts Ready there at the last look.")
+
+
 class DSDDeploymentStatus(_Model):
     observed_generation: int = Field(0, description="observedGeneration: the last spec generation reconciled.")
     conditions: list[Condition] = Field(default_factory=list, description="conditions: the current state.")
@@ -343,7 +390,11 @@ class DSDDeploymentStatus(_Model):
         "acceptance: measured draft-token acceptance rate, as text for kubectl get (filled by the metrics loop)."))
     tpot_p95_ms: str = Field("", description="tpotP95Ms: measured time per output token (P95), for kubectl get.")
     target_endpoint: str = Field("", description="targetEndpoint: gRPC address the drafts verify against.")
+    target_external_endpoint: str = Field("", description=(
+        "targetExternalEndpoint: the address drafts in other clusters dial (spec.target.expose.address)."))
     api_endpoint: str = Field("", description="apiEndpoint: in-cluster URL of the OpenAI-compatible API.")
+    clusters: list[ClusterStatus] | None = Field(None, description=(
+        "clusters: the edge clusters of spec.draft.placements, their reachability and drafts."))
     speculation: SpeculationStatus | None = Field(None, description=(
         "speculation: the loop's current decision (absent while the loop does not run)."))
     metrics: MetricsStatus | None = Field(None, description="metrics: the last statistics the loop read.")

@@ -27,10 +27,15 @@ from dsd_operator.planning import children
 log = logging.getLogger(__name__)
 
 
-def service_names(owner: children.Owner, role: str) -> list[str]:
+def dialled_names(owner: children.Owner, spec: api.DSDDeploymentSpec, role: str) -> list[str]:
+    """The names a role is dialled at: its Service's DNS names, and for the target the host of
+    spec.target.expose.address (what drafts in other clusters dial)."""
     svc = labels.role_object_name(owner.name, role)
     ns = owner.namespace
-    return [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"]
+    names = [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"]
+    if role == labels.TARGET and spec.target.expose is not None:
+        names.append(spec.target.expose.address.rsplit(":", 1)[0])
+    return names
 
 
 def _data(secret: Manifest | None, key: str) -> bytes:
@@ -65,7 +70,7 @@ class Certificates:
             return  # Secrets of an earlier TLS setting stay (owned; gone with the DSDDeployment)
         ca = self._ensure_ca(cr, owner)
         for role in labels.ROLES:
-            self._ensure_leaf(cr, owner, role, ca)
+            self._ensure_leaf(cr, owner, role, ca, dialled_names(owner, spec, role))
 
     def _ensure_ca(self, cr: Manifest, owner: children.Owner) -> pki.Identity:
         name = labels.ca_secret_name(owner.name)
@@ -78,9 +83,9 @@ class Certificates:
         self.cluster.event(cr, "Normal", Reason.CERTIFICATE_ISSUED, f"created the CA of {owner.name} in Secret {name}")
         return ca
 
-    def _ensure_leaf(self, cr: Manifest, owner: children.Owner, role: str, ca: pki.Identity) -> None:
+    def _ensure_leaf(self, cr: Manifest, owner: children.Owner, role: str, ca: pki.Identity,
+                     names: list[str]) -> None:
         name = labels.tls_secret_name(owner.name, role)
-        names = service_names(owner, role)
         renewal = (cr["metadata"].get("annotations") or {}).get(labels.RENEW_CERTIFICATES_ANNOTATION, "")
         live = self.cluster.get("v1", "Secret", owner.namespace, name)
         issued_for = ((live or {}).get("metadata", {}).get("annotations") or {}).get(

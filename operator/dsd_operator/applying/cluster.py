@@ -58,14 +58,16 @@ def now_rfc3339() -> str:
 class Cluster:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
-        self.dynamic = DynamicClient(api_client)
+        self._dynamic: DynamicClient | None = None  # built on first use: it asks the API server at once
         self.core = client.CoreV1Api(api_client)
         self._resources: dict[tuple[str, str], Any] = {}
 
     def _resource(self, api_version: str, kind: str) -> Any:
         key = (api_version, kind)
         if key not in self._resources:
-            self._resources[key] = self.dynamic.resources.get(api_version=api_version, kind=kind)
+            if self._dynamic is None:
+                self._dynamic = DynamicClient(self.api_client)
+            self._resources[key] = self._dynamic.resources.get(api_version=api_version, kind=kind)
         return self._resources[key]
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
@@ -83,10 +85,11 @@ class Cluster:
 
     def apply(self, manifest: Manifest) -> Manifest:
         """Server-side apply with our field manager: fields we stop setting are removed, others' fields kept."""
-        API_WRITES.labels("apply", manifest["kind"], manifest["metadata"]["namespace"]).inc()
+        namespace = manifest["metadata"].get("namespace")  # None: a cluster-scoped object (a Namespace)
+        API_WRITES.labels("apply", manifest["kind"], namespace or "").inc()
         res = self._resource(manifest["apiVersion"], manifest["kind"])
-        out: Manifest = res.server_side_apply(body=manifest, namespace=manifest["metadata"]["namespace"],
-                                              field_manager=labels.MANAGER, force_conflicts=True).to_dict()
+        out: Manifest = res.server_side_apply(body=manifest, namespace=namespace, field_manager=labels.MANAGER,
+                                              force_conflicts=True).to_dict()
         return out
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:

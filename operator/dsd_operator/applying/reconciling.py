@@ -22,6 +22,8 @@ from dsd_operator import labels
 from dsd_operator.api import v1alpha1 as api
 from dsd_operator.applying.certificates import Certificates
 from dsd_operator.applying.cluster import Cluster, Manifest, covers, now_rfc3339
+from dsd_operator.applying.clusters import ClusterRegistry
+from dsd_operator.applying.remote import RemoteDrafts
 from dsd_operator.labels import Reason
 from dsd_operator.planning import children, placing, statuses
 
@@ -67,9 +69,10 @@ def _api_error(e: DynamicApiError) -> str:
 
 
 class Reconciler:
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, clusters_namespace: str = "") -> None:
         self.cluster = cluster
         self.certificates = Certificates(cluster)
+        self.remote = RemoteDrafts(cluster, ClusterRegistry(cluster, clusters_namespace))
         self._locks: collections.defaultdict[tuple[str, str], threading.Lock] = collections.defaultdict(
             threading.Lock)
         self._nodes_lock = threading.Lock()
@@ -90,8 +93,11 @@ class Reconciler:
     def _reconcile(self, namespace: str, name: str) -> None:
         with self._locks[(namespace, name)]:  # events of several children may arrive on several workers
             cr = self.cluster.get(DSD_API_VERSION, api.DEPLOYMENT_KIND, namespace, name)
-            if cr is None or cr["metadata"].get("deletionTimestamp"):
-                return  # owner references let the garbage collector remove the children
+            if cr is None:
+                return
+            if cr["metadata"].get("deletionTimestamp"):
+                self._finalize(cr)  # owner references let the garbage collector remove the local children
+                return
             try:
                 spec = api.DSDDeploymentSpec.model_validate(cr["spec"])
             except pydantic.ValidationError as e:  # the CRD should have rejected it; say what is wrong
@@ -118,12 +124,60 @@ class Reconciler:
                     live[key] = self.cluster.get(m["apiVersion"], m["kind"], namespace, m["metadata"]["name"])
             if not spec.security.network_policies:
                 self._remove_network_policies(cr, owner)
+            edges = self._ensure_remote(cr, owner, spec, loop)
             deployments = {role: live["Deployment/" + labels.role_object_name(name, role)] for role in labels.ROLES}
-            self._update_status(cr, owner, spec, replicas, deployments, loop, tuple(failures))
+            self._update_status(cr, owner, spec, replicas, deployments, loop, tuple(failures), edges)
             for role in labels.ROLES:
                 if (d := deployments[role]) is not None:
                     self._update_scaler_status(scalers[role], d)
             RECONCILES.labels(namespace, name).inc()
+
+    def _ensure_remote(self, cr: Manifest, owner: children.Owner, spec: api.DSDDeploymentSpec,
+                       loop: children.LoopDecisions | None) -> tuple[statuses.ClusterObservation, ...]:
+        """The drafts of spec.draft.placements in their clusters, those of dropped placements removed, and the
+        finalizer held exactly while any may exist elsewhere."""
+        placed = {p.cluster for p in spec.draft.placements}
+        if placed:  # before creating anything remote: a deletion must find the finalizer
+            self._set_finalizer(cr, True)
+        edges = self.remote.ensure(cr, owner, spec, loop) if placed else ()
+        dropped = [c["name"] for c in (cr.get("status") or {}).get("clusters") or [] if c["name"] not in placed]
+        left = self.remote.remove(cr, owner, spec, dropped) if dropped else []
+        edges += tuple(statuses.ClusterObservation(c, False, "placement removed; its drafts are still there "
+                                                            "(cluster unreachable)", 0) for c in left)
+        if not edges:
+            self._set_finalizer(cr, False)
+        return edges
+
+    def _finalize(self, cr: Manifest) -> None:
+        """A DSDDeployment being deleted: its drafts in other clusters go, then the finalizer."""
+        meta = cr["metadata"]
+        if labels.REMOTE_FINALIZER not in (meta.get("finalizers") or []):
+            return
+        owner = children.Owner(meta["name"], meta["namespace"], meta["uid"])
+        try:
+            spec: api.DSDDeploymentSpec | None = api.DSDDeploymentSpec.model_validate(cr["spec"])
+        except pydantic.ValidationError:
+            spec = None
+        clusters = sorted({c["name"] for c in (cr.get("status") or {}).get("clusters") or []} |
+                          {p.cluster for p in (spec.draft.placements if spec else [])})
+        left = self.remote.remove(cr, owner, spec, clusters)
+        if left:
+            log.warning("%s/%s: deletion waits for clusters %s (unreachable) to remove its drafts",
+                        owner.namespace, owner.name, left)
+            return  # the resync retries
+        self._set_finalizer(cr, False)
+
+    def _set_finalizer(self, cr: Manifest, present: bool) -> None:
+        meta = cr["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if (labels.REMOTE_FINALIZER in finalizers) == present:
+            return
+        finalizers = [*finalizers, labels.REMOTE_FINALIZER] if present else [
+            f for f in finalizers if f != labels.REMOTE_FINALIZER]
+        # resourceVersion: a concurrent change to the list conflicts (409) instead of being overwritten
+        self.cluster.patch_merge(DSD_API_VERSION, api.DEPLOYMENT_KIND, meta["namespace"], meta["name"],
+                                 {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}})
+        meta["finalizers"] = finalizers
 
     def _remove_network_policies(self, cr: Manifest, owner: children.Owner) -> None:
         """spec.security.networkPolicies switched off: the policies made earlier go (owner references would
@@ -188,7 +242,8 @@ class Reconciler:
 
     def _update_status(self, cr: Manifest, owner: children.Owner, spec: api.DSDDeploymentSpec,
                        replicas: dict[str, int], deployments: dict[str, Manifest | None],
-                       loop: children.LoopDecisions | None, failures: tuple[str, ...]) -> None:
+                       loop: children.LoopDecisions | None, failures: tuple[str, ...],
+                       edges: tuple[statuses.ClusterObservation, ...] = ()) -> None:
         pods = self.cluster.list("v1", "Pod", owner.namespace, f"{labels.DEPLOYMENT_LABEL}={owner.name}")
         old: dict[str, Any] = cr.get("status") or {}
         obs = statuses.Observation(
@@ -200,13 +255,17 @@ class Reconciler:
                 deployment_status=(d or {}).get("status"), unschedulable=_unschedulable_messages(pods, role))
                 for role, d in deployments.items()},
             edge_nodes=self._edge_nodes(spec), previous_conditions=list(old.get("conditions") or []),
-            apply_failures=failures)
+            apply_failures=failures, clusters=edges,
+            target_external_endpoint=spec.target.expose.address if spec.target.expose else "")
         new = statuses.status(obs, now_rfc3339())
-        if covers(old, new):
+        # A merge patch keeps fields it does not mention: clear what this status no longer has (the CRD's
+        # defaults fill an empty value back in, which is no drift).
+        gone = {k: None for k in ("clusters", "targetExternalEndpoint") if old.get(k) and k not in new}
+        if covers(old, new) and not gone:
             return
         self._announce_changes(cr, old, new)
-        self.cluster.patch_merge(DSD_API_VERSION, api.DEPLOYMENT_KIND, owner.namespace, owner.name, {"status": new},
-                                 status=True)
+        self.cluster.patch_merge(DSD_API_VERSION, api.DEPLOYMENT_KIND, owner.namespace, owner.name,
+                                 {"status": {**new, **gone}}, status=True)
 
     def _announce_changes(self, cr: Manifest, old: dict[str, Any], new: dict[str, Any]) -> None:
         """One Event per condition that changed status (e.g. Degraded=True with the scheduler's reason). The

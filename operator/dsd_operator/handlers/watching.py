@@ -49,7 +49,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False  # we post our own Events, one per decision
     settings.execution.max_workers = own.workers
     settings.watching.server_timeout = 300
-    reconciler = _state["reconciler"] = Reconciler(Cluster(_load_kube_config()))
+    reconciler = _state["reconciler"] = Reconciler(Cluster(_load_kube_config()), own.clusters_namespace)
     # The resync and the metrics loop make blocking API calls: threads beside kopf's event loop, like its sync
     # handlers. The loop has its own thread, so a slow Prometheus never delays a reconcile; it shares the
     # reconciler, whose per-resource lock orders the two writers of a status.

@@ -57,6 +57,18 @@ class Owner:
             **labels.common_labels(self.name), **({"app.kubernetes.io/component": component} if component else {})}
         return {"name": name, "namespace": self.namespace, "labels": lab, "ownerReferences": [self.reference()]}
 
+    @property
+    def remote_id(self) -> str:
+        return f"{self.namespace}/{self.name}@{self.uid}"
+
+    def remote_metadata(self, name: str, component: str | None = None) -> dict[str, Any]:
+        """For a child in another cluster: no owner reference (it cannot cross clusters), an annotation naming
+        the owner instead, which clean-up matches on."""
+        meta = self.metadata(name, component)
+        del meta["ownerReferences"]
+        meta["annotations"] = {labels.OWNER_ANNOTATION: self.remote_id}
+        return meta
+
 
 def model_argument(model: api.ModelRef) -> str:
     """What the runtime's --model flag gets: a path, the PVC mount, or the URI's reference."""
@@ -113,7 +125,7 @@ def _tls_args(role: str) -> list[str]:
     return [*args, "--health-port", str(labels.HEALTH_PORT)] if role == labels.TARGET else args
 
 
-def _container_args(owner: Owner, spec: api.DSDDeploymentSpec, role: str) -> list[str]:
+def _container_args(owner: Owner, spec: api.DSDDeploymentSpec, role: str, target: str | None = None) -> list[str]:
     tls = _tls_args(role) if uses_tls(spec) else []
     if role == labels.TARGET:
         return ["target", "--model", model_argument(spec.target.model), "--host", "0.0.0.0",
@@ -122,7 +134,7 @@ def _container_args(owner: Owner, spec: api.DSDDeploymentSpec, role: str) -> lis
         "--model", "none", "--tokenizer", model_argument(spec.target.model)]
     auth = [] if spec.api.auth is None else [
         "--api-keys-file", f"{labels.API_KEYS_DIR}/{spec.api.auth.secret_ref.key}"]
-    return ["draft", *model, "--target", target_address(owner, spec),
+    return ["draft", *model, "--target", target or target_address(owner, spec),
             "--host", "0.0.0.0", "--port", str(spec.draft.port), "--control-port", str(labels.CONTROL_PORT),
             "--config", f"{labels.CONFIG_DIR}/{labels.CONFIG_FILE}", *tls, *auth, *spec.draft.args]
 
@@ -148,7 +160,8 @@ def _resources(r: api.Resources) -> dict[str, Any]:
     return out
 
 
-def _pod_template(owner: Owner, spec: api.DSDDeploymentSpec, role: str, avoid: tuple[str, ...] = ()) -> Manifest:
+def _pod_template(owner: Owner, spec: api.DSDDeploymentSpec, role: str, avoid: tuple[str, ...] = (),
+                  target: str | None = None) -> Manifest:
     r: api.TargetRole | api.DraftRole = spec.target if role == labels.TARGET else spec.draft
     ports = [{"name": "grpc" if role == labels.TARGET else "http", "containerPort": r.port}]
     tls = uses_tls(spec)
@@ -180,7 +193,7 @@ def _pod_template(owner: Owner, spec: api.DSDDeploymentSpec, role: str, avoid: t
            *({"name": e.name, "value": e.value} if e.value else {"name": e.name} for e in r.env)]
     container = {
         "name": role, "image": r.image, "imagePullPolicy": r.image_pull_policy, "command": ["dsd"],
-        "args": _container_args(owner, spec, role), "ports": ports, "env": env, "volumeMounts": mounts,
+        "args": _container_args(owner, spec, role, target), "ports": ports, "env": env, "volumeMounts": mounts,
         "securityContext": _SECURITY_CONTEXT, **_probes(role, r.port, tls),
     }
     if res := _resources(r.resources):
@@ -204,9 +217,9 @@ TARGET_STRATEGY = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "ma
 
 
 def deployment(owner: Owner, spec: api.DSDDeploymentSpec, role: str, replicas: int,
-               avoid: tuple[str, ...] = ()) -> Manifest:
+               avoid: tuple[str, ...] = (), target: str | None = None) -> Manifest:
     body: Manifest = {"replicas": replicas, "selector": {"matchLabels": labels.role_selector(owner.name, role)},
-                      "template": _pod_template(owner, spec, role, avoid)}
+                      "template": _pod_template(owner, spec, role, avoid, target)}
     if role == labels.TARGET:
         body["strategy"] = TARGET_STRATEGY
     return {"apiVersion": "apps/v1", "kind": "Deployment",
@@ -215,9 +228,12 @@ def deployment(owner: Owner, spec: api.DSDDeploymentSpec, role: str, replicas: i
 
 def service(owner: Owner, spec: api.DSDDeploymentSpec, role: str) -> Manifest:
     if role == labels.TARGET:
-        ports = [{"name": "grpc", "port": spec.target.port, "targetPort": "grpc", "appProtocol": "grpc"},
-                 {"name": "metrics", "port": labels.METRICS_PORT, "targetPort": "metrics"}]
-        svc: Manifest = {"type": "ClusterIP", "ports": ports}
+        grpc_port: Manifest = {"name": "grpc", "port": spec.target.port, "targetPort": "grpc", "appProtocol": "grpc"}
+        expose = spec.target.expose
+        if expose is not None and expose.node_port is not None:
+            grpc_port["nodePort"] = expose.node_port
+        ports = [grpc_port, {"name": "metrics", "port": labels.METRICS_PORT, "targetPort": "metrics"}]
+        svc: Manifest = {"type": expose.service_type if expose is not None else "ClusterIP", "ports": ports}
     else:
         port: Manifest = {"name": "http", "port": spec.draft.port, "targetPort": "http", "appProtocol": "http"}
         if spec.api.node_port is not None:
@@ -270,4 +286,20 @@ def workload(owner: Owner, spec: api.DSDDeploymentSpec, replicas: dict[str, int]
                 deployment(owner, spec, role, replicas[role], avoid if role == labels.DRAFT else ())]
     if spec.security.network_policies:
         out += network_policies(owner, spec)
+    return out
+
+
+def remote_drafts(owner: Owner, spec: api.DSDDeploymentSpec, placement: api.DraftPlacement,
+                  loop: LoopDecisions | None = None) -> list[Manifest]:
+    """The drafts of one placement in another cluster: ConfigMap, Service and Deployment as this cluster's
+    drafts have them, with the placement's replicas and node placement, dialling spec.target.expose.address.
+    (Their certificate and API-key Secrets are copies the applier makes.) No owner references: see
+    Owner.remote_metadata."""
+    assert spec.target.expose is not None  # the CRD's CEL rule guarantees it with placements
+    here = spec.model_copy(update={"draft": spec.draft.model_copy(update={"placement": placement.placement})})
+    out = [config_map(owner, spec, loop), service(owner, here, labels.DRAFT),
+           deployment(owner, here, labels.DRAFT, placement.replicas, target=spec.target.expose.address)]
+    for m in out:
+        m["metadata"] = owner.remote_metadata(m["metadata"]["name"], m["metadata"]["labels"].get(
+            "app.kubernetes.io/component"))
     return out

@@ -24,6 +24,17 @@ class RoleObservation:
 
 
 @dataclass(frozen=True)
+class ClusterObservation:
+    """The drafts of one spec.draft.placements entry, as its edge cluster shows them."""
+
+    name: str
+    reachable: bool
+    message: str
+    desired: int
+    ready: int = 0
+
+
+@dataclass(frozen=True)
 class Observation:
     generation: int
     gamma: int
@@ -33,6 +44,8 @@ class Observation:
     edge_nodes: int | None = None  # None: the draft does not use the default edge placement
     previous_conditions: list[dict[str, Any]] = field(default_factory=list)
     apply_failures: tuple[str, ...] = ()  # children the API server refused, with its message
+    clusters: tuple[ClusterObservation, ...] = ()  # edge clusters of spec.draft.placements
+    target_external_endpoint: str = ""
 
 
 @dataclass(frozen=True)
@@ -53,7 +66,7 @@ def _role_status(o: RoleObservation) -> dict[str, int | str]:
 def _role_ready(role: str, o: RoleObservation, edge_nodes: int | None) -> _Cond:
     ctype = Condition.TARGET_READY if role == labels.TARGET else Condition.DRAFT_READY
     ready = int((o.deployment_status or {}).get("readyReplicas") or 0)
-    if role == labels.DRAFT and edge_nodes == 0:
+    if role == labels.DRAFT and edge_nodes == 0 and o.desired > 0:
         return _Cond(ctype, False, Reason.NO_EDGE_NODES,
                      "draft: no node is labelled node-role.kubernetes.io/edge or dsd.dev/tier=edge; label the edge "
                      "nodes or set spec.draft.placement")
@@ -81,9 +94,37 @@ def _progressing(roles: dict[str, RoleObservation]) -> _Cond:
     return _Cond(Condition.PROGRESSING, False, Reason.COMPLETE, "all roles run the current spec")
 
 
+def _drafts_everywhere(local: _Cond, o: RoleObservation, clusters: tuple[ClusterObservation, ...]) -> _Cond:
+    """DraftReady over this cluster's drafts and every edge cluster's: ready when each group is."""
+    ready_here = int((o.deployment_status or {}).get("readyReplicas") or 0)
+    groups = ([("here", ready_here, o.desired)] if o.desired else []) + [
+        (c.name, c.ready, c.desired) for c in clusters if c.desired]
+    summary = ", ".join(f"{name} {ready}/{desired}" for name, ready, desired in groups)
+    if local.reason in (Reason.UNSCHEDULABLE, Reason.NO_EDGE_NODES):
+        return local
+    if not groups:
+        return _Cond(Condition.DRAFT_READY, False, Reason.SCALED_TO_ZERO, "draft: scaled to 0 replicas everywhere")
+    if any(ready < desired for _, ready, desired in groups):
+        return _Cond(Condition.DRAFT_READY, False, Reason.NOT_READY, f"draft: pods ready {summary}")
+    return _Cond(Condition.DRAFT_READY, True, Reason.READY, f"draft: pods ready {summary}")
+
+
+def _clusters_reachable(clusters: tuple[ClusterObservation, ...]) -> _Cond:
+    down = [c for c in clusters if not c.reachable]
+    if down:
+        reason = Reason.UNKNOWN_CLUSTER if any(m.message.startswith("no kubeconfig") for m in down) \
+            else Reason.UNREACHABLE
+        return _Cond(Condition.CLUSTERS_REACHABLE, False, reason, "; ".join(f"{c.name}: {c.message}" for c in down))
+    return _Cond(Condition.CLUSTERS_REACHABLE, True, Reason.REACHABLE,
+                 f"edge clusters reachable: {', '.join(c.name for c in clusters)}")
+
+
 def _conditions(obs: Observation) -> list[_Cond]:
     per_role = [_role_ready(role, o, obs.edge_nodes if role == labels.DRAFT else None)
                 for role, o in obs.roles.items()]
+    if obs.clusters:
+        per_role = [_drafts_everywhere(c, obs.roles[labels.DRAFT], obs.clusters)
+                    if c.type == Condition.DRAFT_READY else c for c in per_role]
     problems = [c for c in per_role if c.reason in (Reason.UNSCHEDULABLE, Reason.NO_EDGE_NODES)]
     if obs.apply_failures:
         problems.insert(0, _Cond(Condition.DEGRADED, True, Reason.APPLY_FAILED,
@@ -93,7 +134,8 @@ def _conditions(obs: Observation) -> list[_Cond]:
     failing = [c for c in per_role if not c.status]
     ready = (_Cond(Condition.READY, False, failing[0].reason, "; ".join(c.message for c in failing)) if failing
              else _Cond(Condition.READY, True, Reason.ALL_READY, "target and draft pods are ready"))
-    return [ready, *per_role, _progressing(obs.roles), degraded]
+    out = [ready, *per_role, _progressing(obs.roles), degraded]
+    return [*out, _clusters_reachable(obs.clusters)] if obs.clusters else out
 
 
 # Conditions other writers own (the metrics loop): carried over unchanged.
@@ -116,4 +158,8 @@ def status(obs: Observation, now: str) -> dict[str, Any]:
         "observedGeneration": obs.generation, "conditions": conditions,
         **{role: _role_status(o) for role, o in obs.roles.items()},
         "gamma": obs.gamma, "targetEndpoint": obs.target_endpoint, "apiEndpoint": obs.api_endpoint,
+        **({"targetExternalEndpoint": obs.target_external_endpoint} if obs.target_external_endpoint else {}),
+        **({"clusters": [{"name": c.name, "reachable": c.reachable, "message": c.message,
+                          "desiredReplicas": c.desired, "readyReplicas": c.ready} for c in obs.clusters]}
+           if obs.clusters else {}),
     }

@@ -156,8 +156,16 @@ def test_a_workload_shift_moves_the_window_and_the_mode_and_back(loop: Dsd):
     with load(loop, CHAT):
         # Up to 6 min: the loop turns speculation off only once the rounds it measured at this RTT also lose,
         # and on a busy 2-core machine those take longer to accumulate (it timed out once at 240 s in CI).
-        off = wait_for(lambda: (s := _speculation(loop)).get("mode") == "off" and s, 360,
-                       "the loop switching speculation off", interval_s=1)
+        seen: list[dict] = []
+
+        def switched_off() -> dict | None:
+            seen[:] = [_speculation(loop)]
+            return seen[0] if seen[0].get("mode") == "off" else None
+
+        try:
+            off = wait_for(switched_off, 360, "the loop switching speculation off", interval_s=1)
+        except AssertionError as e:  # say what the loop saw instead of "False"
+            raise AssertionError(f"{e}; the loop's last decision: {seen}") from None
     assert off["reason"] == "SpeculationDoesNotPay" and "for the target alone" in off["message"]
     assert _tuned_events(loop, "mode off")
 

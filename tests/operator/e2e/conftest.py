@@ -102,6 +102,7 @@ class OperatorProcess:
     metrics_port: int = field(default_factory=_free_port)
     namespaces: list[str] = field(default_factory=list)
     health_port: int = 0
+    clusters_namespace: str = RELEASE_NS  # the chart's multiCluster default: edge kubeconfig Secrets there
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -110,7 +111,8 @@ class OperatorProcess:
         watch = [arg for ns in self.namespaces for arg in ("--namespace", ns)]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dsd_cli.main", "operator", "run", "--health-port", str(self.health_port),
-             "--metrics-port", str(self.metrics_port), "--resync-s", "2", *watch], env=env, stdout=log, stderr=log)
+             "--metrics-port", str(self.metrics_port), "--resync-s", "2", "--clusters-namespace",
+             self.clusters_namespace, *watch], env=env, stdout=log, stderr=log)
         wait_for(lambda: self.metrics_text() is not None, 60, "the operator's /metrics endpoint")
 
     def stop(self) -> None:

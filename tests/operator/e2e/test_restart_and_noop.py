@@ -51,5 +51,7 @@ def test_restarted_operator_writes_nothing_and_duplicates_nothing(cluster, dsd, 
     wait_for(lambda: operator.counter("dsd_operator_reconciles_total", namespace=namespace, name=name)
              >= seen + 3, 30, "three resync passes")
 
-    assert operator.counter("dsd_operator_api_writes_total", namespace=namespace) == 0
+    writes = [line for line in (operator.metrics_text() or "").splitlines()
+              if line.startswith("dsd_operator_api_writes_total{") and f'namespace="{namespace}"' in line]
+    assert operator.counter("dsd_operator_api_writes_total", namespace=namespace) == 0, writes
     assert _snapshot(cluster, dsd, namespace, name) == before
