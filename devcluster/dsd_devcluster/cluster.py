@@ -41,6 +41,7 @@ class ClusterHandle:
     network_slot: int | None = None
     real_nodes: list[dict[str, Any]] = field(default_factory=list)
     prometheus_url: str = ""
+    image_store: str = ""  # the node image store (keyed by the images' digests) the real nodes were seeded from
 
     @property
     def prometheus_name(self) -> str:
@@ -191,23 +192,28 @@ def start_cluster(name: str = "dsd", nodes_file: Path | None = None,
     if real_nodes:
         node_set = with_real_nodes(node_set, real_nodes)
     want_real = [s["name"] for s in real_node_specs(node_set)]
-    if existing is not None:
-        have_real = [d["name"] for d in existing.real_nodes]
-        if existing.healthy() and have_real == want_real:
-            _say(f"cluster {name!r} already running")
-            return existing
-        _say(f"cluster {name!r} is stale or has other real nodes; restarting it cleanly")
-        stop_cluster(name)
     toolchain = ensure_toolchain()
     store = Path()
     if want_real:
         _check_real_node_host()
-        store = _node_image_store(toolchain)
+        store = _node_image_store(toolchain)  # built (or found cached) first
+    if existing is not None:
+        have_real = [d["name"] for d in existing.real_nodes]
+        # Real nodes run the runtime image imported when they started: a changed image means a fresh cluster.
+        same_images = not want_real or existing.image_store == str(store)
+        if existing.healthy() and have_real == want_real and same_images:
+            _say(f"cluster {name!r} already running")
+            return existing
+        why = "the runtime image changed" if existing.healthy() and have_real == want_real else \
+            "it is stale or has other real nodes"
+        _say(f"cluster {name!r}: {why}; restarting it cleanly")
+        stop_cluster(name)
     t0 = time.monotonic()
     directory = paths.cluster_dir(name)
     directory.mkdir(parents=True, exist_ok=True)
     ports = Ports.allocate()
-    handle = ClusterHandle(name, directory, ports.as_dict(), {}, str(toolchain.bin_dir), started_at=time.time())
+    handle = ClusterHandle(name, directory, ports.as_dict(), {}, str(toolchain.bin_dir), started_at=time.time(),
+                           image_store=str(store) if want_real else "")
     handle.save()
     try:
         plan = network.acquire_slot(name) if want_real else None

@@ -95,6 +95,9 @@ class ClusterRegistry:
         with self._lock:
             self._refresh()
             member = self._members.get(name)
+            if member is None and not self.namespace:
+                return None, Reachability(False, "no kubeconfig Secret: the operator runs without "
+                                                 "--clusters-namespace (the chart's multiCluster: false)")
             if member is None:
                 return None, Reachability(False, f"no kubeconfig Secret {self.namespace}/{name} labelled "
                                                  f"{labels.KUBECONFIG_SECRET_LABEL}=true")
