@@ -32,7 +32,10 @@ PARAGRAPH = ("The committee met on Tuesday to review the harbour project. It app
 # Grounded: the answer repeats the prompt, so prompt lookup and the suffix cache accept long windows.
 GROUNDED = [f"{PARAGRAPH}\n\nRepeat the text above word for word.\n\n{PARAGRAPH[:40]}",
             f"Text: {PARAGRAPH}\nQuote the text exactly.\nQuote: {PARAGRAPH[:30]}"]
-# Open chat: nothing to look up.
+# Open chat: nothing to look up. Sampled (temperature 1, a fresh seed per request) so that no answer repeats:
+# greedy answers to repeated prompts are exactly what the drafts' cross-request suffix cache predicts, and then
+# speculation pays even over a slow link (CI saw acceptance 1.00 at 124 ms round trip).
+CHAT_TEMPERATURE = 1.0
 CHAT = ["Write a short poem about a lighthouse keeper who befriends a seagull.",
         "Invent a recipe for a dessert made from three unusual fruits, and explain why it works."]
 
@@ -60,10 +63,11 @@ def loop(real_dsd: Dsd) -> Iterator[Dsd]:
 class Load:
     """`concurrency` clients sending completions of `prompts` in turn until stopped; counts answers and errors."""
 
-    def __init__(self, port: int, prompts: list[str], concurrency: int, max_tokens: int = 48) -> None:
+    def __init__(self, port: int, prompts: list[str], concurrency: int, max_tokens: int = 48,
+                 temperature: float = 0.0) -> None:
         self.client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="-", max_retries=0,
                                     timeout=120)
-        self.prompts, self.max_tokens = prompts, max_tokens
+        self.prompts, self.max_tokens, self.temperature = prompts, max_tokens, temperature
         self.stop = threading.Event()
         self.answers, self.errors = 0, 0
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(concurrency)]
@@ -72,8 +76,9 @@ class Load:
         n = i
         while not self.stop.is_set():
             try:
+                sampled = {"seed": 1000 * i + n} if self.temperature else {}
                 self.client.completions.create(model=models.SMOLLM2_TARGET, prompt=self.prompts[n % len(self.prompts)],
-                                               max_tokens=self.max_tokens, temperature=0)
+                                               max_tokens=self.max_tokens, temperature=self.temperature, **sampled)
                 self.answers += 1
             except openai.APIError:
                 self.errors += 1
@@ -82,9 +87,9 @@ class Load:
 
 
 @contextmanager
-def load(dsd: Dsd, prompts: list[str], concurrency: int = 2) -> Iterator[Load]:
+def load(dsd: Dsd, prompts: list[str], concurrency: int = 2, temperature: float = 0.0) -> Iterator[Load]:
     with port_forward(dsd.cluster, dsd.namespace, f"svc/{NAME}-draft", 8000) as port:
-        running = Load(port, prompts, concurrency)
+        running = Load(port, prompts, concurrency, temperature=temperature)
         for t in running.threads:
             t.start()
         try:
@@ -153,7 +158,7 @@ def test_a_workload_shift_moves_the_window_and_the_mode_and_back(loop: Dsd):
     # An edge link 120 ms round trip away, and open chat: speculation cannot pay; the target decodes alone.
     loop.patch_spec(NAME, {"draft": {"args": ["--delay-ms", "60"]}})
     _rolled_out(loop, ["--delay-ms", "60"])
-    with load(loop, CHAT):
+    with load(loop, CHAT, temperature=CHAT_TEMPERATURE):
         # Up to 6 min: the loop turns speculation off only once the rounds it measured at this RTT also lose,
         # and on a busy 2-core machine those take longer to accumulate (it timed out once at 240 s in CI).
         seen: list[dict] = []
@@ -190,7 +195,7 @@ def test_sustained_load_above_the_slo_scales_the_target_up_and_back_down(loop: D
                                                        scaler)
         return int(obj["spec"]["replicas"])
 
-    with load(loop, CHAT, concurrency=4):
+    with load(loop, CHAT, concurrency=4, temperature=CHAT_TEMPERATURE):
         wait_for(lambda: replicas() == 2, 180, "the target scaled to maxReplicas 2", interval_s=1)
         wait_for(lambda: len([p for p in loop.pods(NAME, "target") if _is_ready(p)]) == 2, 300,
                  "two target pods Ready", interval_s=2)
