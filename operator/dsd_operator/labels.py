@@ -17,6 +17,8 @@ OWNER_ANNOTATION: Final = "dsd.dev/owner"  # namespace/name@cluster-uid of the D
 REMOTE_FINALIZER: Final = "dsd.dev/remote-children"
 KUBECONFIG_SECRET_LABEL: Final = "sigs.k8s.io/multicluster-runtime-kubeconfig"  # multicluster-runtime's convention
 KUBECONFIG_SECRET_KEY: Final = "kubeconfig"
+# On a kubeconfig Secret: the edge cluster's own Prometheus (as the operator reaches it), for its metrics loop.
+PROMETHEUS_URL_ANNOTATION: Final = "dsd.dev/prometheus-url"
 
 TARGET, DRAFT = "target", "draft"
 ROLES: Final = (TARGET, DRAFT)

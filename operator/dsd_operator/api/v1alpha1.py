@@ -378,6 +378,18 @@ class ClusterStatus(_Model):
     message: str = Field("", description="message: the probe's answer, or why the cluster cannot be managed.")
     desired_replicas: int = Field(0, description="desiredReplicas: drafts the placement asks for there.")
     ready_replicas: int = Field(0, description="readyReplicas: drafts Ready there at the last look.")
+    speculation: SpeculationStatus | None = Field(None, description=(
+        "speculation: the metrics loop's window and mode for the drafts in that cluster (from its own "
+        "Prometheus); absent: they follow this cluster's."))
+    metrics: MetricsStatus | None = Field(None, description=(
+        "metrics: the statistics of that cluster's drafts the loop last read (round trip, acceptance, sites)."))
+    metrics_available: bool | None = Field(None, description=(
+        "metricsAvailable: whether the loop could read that cluster's drafts at its last pass."))
+    # No defaults below: the API server would fill them into every entry, also where the loop does not run.
+    metrics_message: str | None = Field(None, description=(
+        "metricsMessage: what the loop read there, or why it could not."))
+    avoided_nodes: list[AvoidedNode] | None = Field(None, description=(
+        "avoidedNodes: nodes of that cluster its drafts avoid until they are healthy (or fast) again."))
 
 
 class DSDDeploymentStatus(_Model):

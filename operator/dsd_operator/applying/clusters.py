@@ -6,6 +6,8 @@ the key `kubeconfig`, in the operator's clusters namespace; the Secret's name is
 read the same Secrets. One client per Secret, rebuilt when the kubeconfig's hash changes (rotation) and dropped
 when the Secret goes. The Secrets are listed at most every REFRESH_S; reachability is a GET /version with a short
 timeout, remembered for PROBE_TTL_S, so an unreachable edge delays a reconcile by seconds, not minutes.
+The Secret's `dsd.dev/prometheus-url` annotation names the edge's own Prometheus: the metrics loop reads that
+cluster's drafts there (an edge cluster's pods are scraped where they run).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class _Member:
     fingerprint: str
     api_client: client.ApiClient
     cluster: Cluster
+    prometheus_url: str = ""
     probed_at: float = 0.0
     last: Reachability = Reachability(False, "not probed yet")
 
@@ -67,8 +70,10 @@ class ClusterRegistry:
                 continue
             seen.add(name)
             fingerprint = hashlib.sha256(raw.encode()).hexdigest()
+            prometheus_url = (secret["metadata"].get("annotations") or {}).get(labels.PROMETHEUS_URL_ANNOTATION, "")
             member = self._members.get(name)
             if member is not None and member.fingerprint == fingerprint:
+                member.prometheus_url = prometheus_url
                 continue
             try:
                 api_client = config.new_client_from_config_dict(yaml.safe_load(base64.b64decode(raw)))
@@ -79,7 +84,7 @@ class ClusterRegistry:
             if member is not None:
                 member.api_client.close()
                 log.info("cluster %s: kubeconfig changed, new client", name)
-            self._members[name] = _Member(fingerprint, api_client, Cluster(api_client))
+            self._members[name] = _Member(fingerprint, api_client, Cluster(api_client), prometheus_url)
         for gone in set(self._members) - seen:
             self._members.pop(gone).api_client.close()
             log.info("cluster %s: kubeconfig Secret removed", gone)
@@ -89,6 +94,13 @@ class ClusterRegistry:
         with self._lock:
             self._refresh()
             return sorted(self._members)
+
+    def prometheus_url(self, name: str) -> str:
+        """The edge cluster's Prometheus from its Secret's annotation; empty when none is registered."""
+        with self._lock:
+            self._refresh()
+            member = self._members.get(name)
+            return member.prometheus_url if member is not None else ""
 
     def get(self, name: str) -> tuple[Cluster | None, Reachability]:
         """The cluster's client when it is registered and answers; else None and why not."""

@@ -256,7 +256,8 @@ class Reconciler:
                 for role, d in deployments.items()},
             edge_nodes=self._edge_nodes(spec), previous_conditions=list(old.get("conditions") or []),
             apply_failures=failures, clusters=edges,
-            target_external_endpoint=spec.target.expose.address if spec.target.expose else "")
+            target_external_endpoint=spec.target.expose.address if spec.target.expose else "",
+            previous_clusters=list(old.get("clusters") or []))
         new = statuses.status(obs, now_rfc3339())
         # A merge patch keeps fields it does not mention: clear what this status no longer has (the CRD's
         # defaults fill an empty value back in, which is no drift).

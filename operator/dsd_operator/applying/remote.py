@@ -21,7 +21,7 @@ from dsd_operator.applying.cluster import Cluster, Manifest, covers
 from dsd_operator.applying.clusters import ClusterRegistry
 from dsd_operator.labels import Reason
 from dsd_operator.planning import children
-from dsd_operator.planning.statuses import ClusterObservation
+from dsd_operator.planning.statuses import ClusterObservation, cluster_loop_decisions
 
 log = logging.getLogger(__name__)
 # What a remote placement consists of, in the order clean-up deletes it.
@@ -59,7 +59,8 @@ class RemoteDrafts:
                 seen.append(ClusterObservation(placement.cluster, False, reach.message, placement.replicas))
                 continue
             try:
-                ready = self._apply(cr, edge, owner, spec, placement, loop)
+                ready = self._apply(cr, edge, owner, spec, placement,
+                                    cluster_loop_decisions(cr.get("status") or {}, placement.cluster, loop))
             except Exception as e:  # one edge's failure must not stop this cluster's or the other edges' work
                 if not isinstance(e, _CALL_ERRORS):
                     log.exception("cluster %s: applying the drafts failed", placement.cluster)

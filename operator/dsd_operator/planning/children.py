@@ -293,12 +293,13 @@ def remote_drafts(owner: Owner, spec: api.DSDDeploymentSpec, placement: api.Draf
                   loop: LoopDecisions | None = None) -> list[Manifest]:
     """The drafts of one placement in another cluster: ConfigMap, Service and Deployment as this cluster's
     drafts have them, with the placement's replicas and node placement, dialling spec.target.expose.address.
-    (Their certificate and API-key Secrets are copies the applier makes.) No owner references: see
-    Owner.remote_metadata."""
+    `loop` is that cluster's own decision (window, mode, nodes to avoid there). (Their certificate and API-key
+    Secrets are copies the applier makes.) No owner references: see Owner.remote_metadata."""
     assert spec.target.expose is not None  # the CRD's CEL rule guarantees it with placements
     here = spec.model_copy(update={"draft": spec.draft.model_copy(update={"placement": placement.placement})})
+    avoid = loop.avoid_nodes if loop is not None else ()  # that cluster's nodes (the loop decides per cluster)
     out = [config_map(owner, spec, loop), service(owner, here, labels.DRAFT),
-           deployment(owner, here, labels.DRAFT, placement.replicas, target=spec.target.expose.address)]
+           deployment(owner, here, labels.DRAFT, placement.replicas, avoid, target=spec.target.expose.address)]
     for m in out:
         m["metadata"] = owner.remote_metadata(m["metadata"]["name"], m["metadata"]["labels"].get(
             "app.kubernetes.io/component"))

@@ -11,6 +11,7 @@ from typing import Any
 
 from dsd_operator import labels
 from dsd_operator.labels import Condition, Reason
+from dsd_operator.planning.children import LoopDecisions
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Observation:
     apply_failures: tuple[str, ...] = ()  # children the API server refused, with its message
     clusters: tuple[ClusterObservation, ...] = ()  # edge clusters of spec.draft.placements
     target_external_endpoint: str = ""
+    previous_clusters: list[dict[str, Any]] = field(default_factory=list)  # status.clusters as it is
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,14 @@ def _conditions(obs: Observation) -> list[_Cond]:
 
 # Conditions other writers own (the metrics loop): carried over unchanged.
 _CARRIED = (Condition.METRICS_AVAILABLE,)
+# Fields of a status.clusters entry the metrics loop owns (its decisions for that cluster): carried over too.
+CLUSTER_LOOP_FIELDS = ("speculation", "metrics", "metricsAvailable", "metricsMessage", "avoidedNodes")
+
+
+def _cluster_entries(obs: Observation) -> list[dict[str, Any]]:
+    loop = {c.get("name"): {k: c[k] for k in CLUSTER_LOOP_FIELDS if k in c} for c in obs.previous_clusters}
+    return [{"name": c.name, "reachable": c.reachable, "message": c.message, "desiredReplicas": c.desired,
+             "readyReplicas": c.ready, **loop.get(c.name, {})} for c in obs.clusters]
 
 
 def status(obs: Observation, now: str) -> dict[str, Any]:
@@ -159,7 +169,20 @@ def status(obs: Observation, now: str) -> dict[str, Any]:
         **{role: _role_status(o) for role, o in obs.roles.items()},
         "gamma": obs.gamma, "targetEndpoint": obs.target_endpoint, "apiEndpoint": obs.api_endpoint,
         **({"targetExternalEndpoint": obs.target_external_endpoint} if obs.target_external_endpoint else {}),
-        **({"clusters": [{"name": c.name, "reachable": c.reachable, "message": c.message,
-                          "desiredReplicas": c.desired, "readyReplicas": c.ready} for c in obs.clusters]}
-           if obs.clusters else {}),
+        **({"clusters": _cluster_entries(obs)} if obs.clusters else {}),
     }
+
+
+def cluster_loop_decisions(status: dict[str, Any], cluster: str,
+                           loop: LoopDecisions | None) -> LoopDecisions | None:
+    """What the loop decided for the drafts in edge cluster `cluster` (its entry of status.clusters); without a
+    decision of its own (no Prometheus there yet) the deployment-wide window and mode, and no node to avoid (the
+    deployment-wide avoided nodes are this cluster's)."""
+    if loop is None:
+        return None
+    entry = next((c for c in status.get("clusters") or [] if c.get("name") == cluster), {})
+    own = entry.get("speculation")
+    if not own or not own.get("gamma"):
+        return LoopDecisions(loop.gamma, loop.mode)
+    return LoopDecisions(int(own["gamma"]), own.get("mode") or loop.mode,
+                                  tuple(a["node"] for a in entry.get("avoidedNodes") or []))

@@ -22,12 +22,12 @@ from kubernetes.dynamic.exceptions import NotFoundError
 
 from dsd_operator import labels
 from dsd_operator.api import v1alpha1 as api
-from dsd_operator.applying.cluster import Manifest, covers, now_rfc3339
+from dsd_operator.applying.cluster import Cluster, Manifest, covers, now_rfc3339
 from dsd_operator.applying.reconciling import DSD_API_VERSION, Reconciler
 from dsd_operator.labels import Condition, Reason
 from dsd_operator.observing import statistics
 from dsd_operator.observing.prometheus import MetricsUnavailable, PrometheusClient
-from dsd_operator.planning import moving, placing, scaling, tuning
+from dsd_operator.planning import moving, placing, scaling, statuses, tuning
 from dsd_operator.planning.signals import Signals
 
 log = logging.getLogger(__name__)
@@ -190,6 +190,9 @@ class Tuner:
             new["placement"] = {"avoidedNodes": avoided}
         if signals is not None:
             new["scaling"] = self._scaling(cr, spec, signals, old, now_s)
+        clusters = self._tune_clusters(cr, spec, old, signals, now_s, now)
+        if clusters is not None:
+            new["clusters"] = clusters
         self._announce(cr, old, new, previous, decision)
         if covers(old, new):
             return False
@@ -198,11 +201,16 @@ class Tuner:
 
     def _stand_down(self, cr: Manifest, old: dict[str, Any]) -> bool:
         """The loop is off (disabled, or no Prometheus): drop its decisions so the spec applies as written."""
-        if not any(old.get(k) for k in ("speculation", "placement", "scaling", "metrics")):
+        entries = old.get("clusters") or []
+        tuned = any(k in entry for entry in entries for k in statuses.CLUSTER_LOOP_FIELDS)
+        if not tuned and not any(old.get(k) for k in ("speculation", "placement", "scaling", "metrics")):
             return False
         conditions = [c for c in old.get("conditions") or [] if c.get("type") != Condition.METRICS_AVAILABLE]
         patch = {"speculation": None, "placement": None, "scaling": None, "metrics": None, "acceptance": "",
                  "tpotP95Ms": "", "conditions": conditions}
+        if tuned:
+            patch["clusters"] = [{k: v for k, v in entry.items() if k not in statuses.CLUSTER_LOOP_FIELDS}
+                                 for entry in entries]
         meta = cr["metadata"]
         self.cluster.patch_merge(DSD_API_VERSION, api.DEPLOYMENT_KIND, meta["namespace"], meta["name"],
                                  {"status": patch}, status=True)
@@ -212,11 +220,17 @@ class Tuner:
 
     def _placement(self, cr: Manifest, spec: api.DSDDeploymentSpec, old: dict[str, Any], now_s: float,
                    slow: dict[str, float]) -> list[dict[str, Any]] | None:
-        p = spec.draft.placement
+        previous = (old.get("placement") or {}).get("avoidedNodes") or []
+        return self._avoided(self.cluster, spec, spec.draft.placement, previous, now_s, slow)
+
+    def _avoided(self, cluster: Cluster, spec: api.DSDDeploymentSpec, p: api.Placement,
+                 previous_status: list[dict[str, Any]], now_s: float,
+                 slow: dict[str, float]) -> list[dict[str, Any]] | None:
+        """The nodes of `cluster` the drafts placed by `p` avoid: unhealthy (NotReady, lease expired) or slow."""
         if p.affinity is not None:
             return None  # a user's own affinity is not edited
-        nodes = self.cluster.list("v1", "Node")
-        leases = {lease["metadata"]["name"]: lease for lease in self.cluster.list(
+        nodes = cluster.list("v1", "Node")
+        leases = {lease["metadata"]["name"]: lease for lease in cluster.list(
             "coordination.k8s.io/v1", "Lease", LEASE_NAMESPACE)}
         health = []
         for n in nodes:
@@ -229,10 +243,74 @@ class Tuner:
             health.append(moving.NodeHealth(n["metadata"]["name"], ready,
                                             None if renewed is None else now_s - renewed, edge))
         previous = [moving.Avoided(a["node"], a.get("reason", ""), _epoch(a.get("since")) or now_s,
-                                   _epoch(a.get("healthySince")))
-                    for a in (old.get("placement") or {}).get("avoidedNodes") or []]
+                                   _epoch(a.get("healthySince"))) for a in previous_status]
         return avoided_status(moving.avoided_nodes(health, previous, spec.autotune.node_grace_seconds, now_s, slow,
                                                    release_s=spec.autotune.probe_after_seconds))
+
+    # -- edge clusters ------------------------------------------------------------------------------------------
+
+    def _tune_clusters(self, cr: Manifest, spec: api.DSDDeploymentSpec, old: dict[str, Any], here: Signals | None,
+                       now_s: float, now: str) -> list[dict[str, Any]] | None:
+        """Per edge cluster of spec.draft.placements: its drafts' statistics from its own Prometheus, its own
+        window and mode, and the nodes its drafts avoid there, in its entry of status.clusters (the reconciler
+        renders that cluster's ConfigMap and affinity from them). None: no edge cluster to tune."""
+        entries: list[dict[str, Any]] = old.get("clusters") or []
+        placements = {p.cluster: p for p in spec.draft.placements}
+        if not entries or not placements:
+            return None
+        return [{**entry, **self._tune_cluster(cr, spec, entry, placements[entry["name"]], here, now_s, now)}
+                if entry.get("name") in placements else entry for entry in entries]
+
+    def _tune_cluster(self, cr: Manifest, spec: api.DSDDeploymentSpec, entry: dict[str, Any],
+                      placement: api.DraftPlacement, here: Signals | None, now_s: float,
+                      now: str) -> dict[str, Any]:
+        name = placement.cluster
+        registry = self.reconciler.remote.registry
+        url = registry.prometheus_url(name)
+        if not url:
+            return {"metricsAvailable": False, "metricsMessage": (
+                f"no Prometheus registered for cluster {name} (annotation {labels.PROMETHEUS_URL_ANNOTATION} on "
+                "its kubeconfig Secret): its drafts follow this cluster's window and mode")}
+        if here is None:
+            return {"metricsAvailable": False, "metricsMessage": (
+                "this cluster's Prometheus failed (the target's side is unknown): keeping the last decision")}
+        meta = cr["metadata"]
+        previous = _speculation_from_status(entry)
+        try:
+            signals = statistics.read_edge(self._prometheus(url), name, meta["namespace"], meta["name"],
+                                           spec.autotune.rate_window_seconds, now, here)
+        except MetricsUnavailable as e:
+            kept = f"gamma {previous.gamma}, mode {previous.mode}" if previous else "this cluster's decisions"
+            return {"metricsAvailable": False, "metricsMessage": f"{e.message}; keeping {kept}"}
+        start = previous or tuning.initial(spec, now_s)
+        decision = tuning.decide(spec, signals, start, now_s)
+        if previous is None or (decision.gamma, decision.mode) != (previous.gamma, previous.mode):
+            what = f"gamma {decision.gamma}" if decision.mode == tuning.SPECULATE else "mode off (target alone)"
+            self.cluster.event(cr, "Normal", Reason.SPECULATION,
+                               f"cluster {name}: {what}: {decision.reason}: {decision.message}")
+        out: dict[str, Any] = {
+            "speculation": speculation_status(decision), "metrics": metrics_status(signals),
+            "metricsAvailable": True, "metricsMessage": (
+                f"{signals.drafts_up} draft pods scraped by {url}, {signals.tokens_per_s:.1f} tokens/s")}
+        edge, _ = registry.get(name)
+        was = entry.get("avoidedNodes") or []
+        if edge is None:
+            if was:
+                out["avoidedNodes"] = was  # its nodes cannot be looked at now: keep what was decided
+            return out
+        crossover = tuning.crossover_rtt_s(spec, signals)
+        compute = signals.compute_s or 0.0
+        slow = moving.slow_sites({site.node: max(0.0, site.round_trip_s - compute) for site in signals.sites
+                                  if site.round_trip_s is not None and site.node}, crossover)
+        try:
+            avoided = self._avoided(edge, spec, placement.placement, was, now_s, slow)
+        except Exception as e:  # an edge that fails mid-pass: keep its last placement
+            log.warning("cluster %s: reading its nodes failed: %s", name, e)
+            avoided = was
+        if avoided:
+            out["avoidedNodes"] = avoided
+        self._announce_avoided(cr, was, avoided or [], f"cluster {name}: ")
+        return out
 
     # -- scaling ------------------------------------------------------------------------------------------------
 
@@ -303,15 +381,20 @@ class Tuner:
         if after and (before is None or before.get("status") != after["status"]):
             self.cluster.event(cr, "Normal" if after["status"] == "True" else "Warning", after["reason"],
                                f"MetricsAvailable={after['status']}: {after['message']}")
-        was = {a["node"] for a in (old.get("placement") or {}).get("avoidedNodes") or []}
-        now = {a["node"] for a in (new.get("placement") or {}).get("avoidedNodes") or []}
-        for node in sorted(now - was):
-            reason = next(a["reason"] for a in new["placement"]["avoidedNodes"] if a["node"] == node)
-            why = "its round trip to the target is above the crossover" if reason == moving.SLOW else (
-                f"it is unhealthy ({reason})")
-            self.cluster.event(cr, "Warning", Reason.PLACEMENT, f"node {node}: {why}: drafts move to other edge nodes")
-        for node in sorted(was - now):
-            self.cluster.event(cr, "Normal", Reason.PLACEMENT, f"node {node} is healthy again: drafts may use it")
+        self._announce_avoided(cr, (old.get("placement") or {}).get("avoidedNodes") or [],
+                               (new.get("placement") or {}).get("avoidedNodes") or [])
+
+    def _announce_avoided(self, cr: Manifest, was_status: list[dict[str, Any]], now_status: list[dict[str, Any]],
+                          where: str = "") -> None:
+        was, now = {a["node"] for a in was_status}, {a["node"]: a.get("reason", "") for a in now_status}
+        for node in sorted(set(now) - was):
+            why = "its round trip to the target is above the crossover" if now[node] == moving.SLOW else (
+                f"it is unhealthy ({now[node]})")
+            self.cluster.event(cr, "Warning", Reason.PLACEMENT,
+                               f"{where}node {node}: {why}: drafts move to other edge nodes")
+        for node in sorted(was - set(now)):
+            self.cluster.event(cr, "Normal", Reason.PLACEMENT,
+                               f"{where}node {node} is healthy again: drafts may use it")
 
 
 

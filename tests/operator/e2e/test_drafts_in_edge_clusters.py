@@ -9,17 +9,16 @@ from __future__ import annotations
 import base64
 import contextlib
 import socket
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client, config
 
 from dsd_devcluster import start_cluster, stop_cluster
 from dsd_operator import pki
-from tests.operator.e2e.conftest import GROUP, RELEASE_NS, REPO, VERSION, tool
+from tests.operator.e2e.conftest import GROUP, RELEASE_NS, VERSION
+from tests.support.edge_clusters import agent_kubeconfig, install_edge_agent, register, with_server
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -36,33 +35,15 @@ class Edge:
         self.apps = client.AppsV1Api(admin)
 
 
-def _agent_kubeconfig(admin_kubeconfig: str) -> str:
-    """A kubeconfig for the edge's dsd-edge-agent ServiceAccount (only what remote drafts need)."""
-    admin = yaml.safe_load(admin_kubeconfig)
-    api = config.new_client_from_config_dict(admin)
-    try:
-        token = client.CoreV1Api(api).create_namespaced_service_account_token(
-            "dsd-edge-agent", "dsd-system", {"spec": {"expirationSeconds": 86400}}).status.token
-    finally:
-        api.close()
-    ctx = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
-    server = next(c for c in admin["clusters"] if c["name"] == ctx["cluster"])["cluster"]
-    return yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "current-context": "edge",
-                           "clusters": [{"name": "edge", "cluster": server}],
-                           "users": [{"name": "dsd", "user": {"token": token}}],
-                           "contexts": [{"name": "edge", "context": {"cluster": "edge", "user": "dsd"}}]})
-
-
 @pytest.fixture(scope="module")
 def edge(cluster, chart_release, tmp_path_factory) -> Iterator[Edge]:
     nodes = tmp_path_factory.mktemp("edge") / "nodes.yaml"
     nodes.write_text("nodes:\n- name: site-a\n  count: 2\n  labels: {dsd.dev/tier: edge}\n")
     handle = start_cluster("pytest-edge", nodes)
     try:
-        subprocess.run([tool("kubectl"), "--kubeconfig", str(handle.kubeconfig), "apply", "-f",
-                        str(REPO / "manifests/edge/rbac.yaml")], check=True, capture_output=True, timeout=60)
+        install_edge_agent(handle.kubeconfig)
         admin = config.new_client_from_config(config_file=str(handle.kubeconfig))
-        text = _agent_kubeconfig(handle.kubeconfig.read_text())
+        text = agent_kubeconfig(handle.kubeconfig)
         _register(cluster, text)
         yield Edge(text, admin)
         admin.close()
@@ -72,14 +53,7 @@ def edge(cluster, chart_release, tmp_path_factory) -> Iterator[Edge]:
 
 
 def _register(cluster, kubeconfig_text: str) -> None:
-    body = {"metadata": {"name": EDGE, "labels": {"sigs.k8s.io/multicluster-runtime-kubeconfig": "true"}},
-            "data": {"kubeconfig": base64.b64encode(kubeconfig_text.encode()).decode()}}
-    try:
-        cluster.core.create_namespaced_secret(RELEASE_NS, body)
-    except client.ApiException as e:
-        if e.status != 409:
-            raise
-        cluster.core.patch_namespaced_secret(EDGE, RELEASE_NS, body)
+    register(cluster.core, RELEASE_NS, EDGE, kubeconfig_text)
 
 
 def _resource(replicas: int = 2) -> dict[str, Any]:
@@ -145,9 +119,8 @@ def _closed_port() -> int:
 
 def test_an_unreachable_edge_is_named_this_cluster_keeps_being_served_and_it_recovers(placed, edge, cluster,
                                                                                         namespace):
-    broken = yaml.safe_load(edge.kubeconfig_text)
-    broken["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{_closed_port()}"
-    _register(cluster, yaml.safe_dump(broken))  # the edge's API as seen from here: gone
+    # the edge's API as seen from here: gone
+    _register(cluster, with_server(edge.kubeconfig_text, f"https://127.0.0.1:{_closed_port()}"))
     cond = wait_for(lambda: (c := _condition(placed, "ClustersReachable")) and c["status"] == "False" and c,
                     60, "ClustersReachable=False")
     assert cond["reason"] == "Unreachable" and cond["message"].startswith(f"{EDGE}: API server unreachable")

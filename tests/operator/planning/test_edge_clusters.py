@@ -81,3 +81,41 @@ def test_an_unreachable_edge_is_named_and_keeps_draft_ready_false():
 def test_single_cluster_status_has_no_cluster_fields():
     s = statuses.status(_obs(), "T1")
     assert "clusters" not in s and "ClustersReachable" not in _conds(s)
+
+
+EDGE_LOOP = {"speculation": {"gamma": 7, "mode": "speculate", "reason": "Grew", "since": "T0"},
+             "metrics": {"acceptance": 0.8}, "metricsAvailable": True, "metricsMessage": "1 draft pod scraped",
+             "avoidedNodes": [{"node": "site-1", "reason": "NotReady", "since": "T0"}]}
+
+
+def test_the_loops_fields_of_a_cluster_entry_survive_a_reconcile_and_a_dropped_cluster_takes_them_along():
+    previous = [{"name": "edge-a", "reachable": True, "message": "old", "desiredReplicas": 3, "readyReplicas": 2,
+                 **EDGE_LOOP}, {"name": "edge-gone", **EDGE_LOOP}]
+    obs = dataclasses.replace(_edge_only(_edge()), previous_clusters=previous)
+    entry, = statuses.status(obs, "T1")["clusters"]
+    assert entry == {"name": "edge-a", "reachable": True, "message": "API server v1.36 reachable",
+                     "desiredReplicas": 3, "readyReplicas": 3, **EDGE_LOOP}
+
+
+@pytest.mark.parametrize(("entry", "loop", "want"), [
+    # the loop does not run: the spec applies everywhere
+    ({"name": "edge-a", **EDGE_LOOP}, None, None),
+    # no decision of its own yet: the deployment-wide window and mode, none of this cluster's avoided nodes
+    ({"name": "edge-a"}, children.LoopDecisions(5, "off", ("edge-0",)), children.LoopDecisions(5, "off")),
+    # its own decision
+    ({"name": "edge-a", **EDGE_LOOP}, children.LoopDecisions(5, "off", ("edge-0",)),
+     children.LoopDecisions(7, "speculate", ("site-1",))),
+])
+def test_an_edge_clusters_drafts_follow_their_own_decision(entry, loop, want):
+    status = {"clusters": [{"name": "other", **EDGE_LOOP, "speculation": {"gamma": 2}}, entry]}
+    assert statuses.cluster_loop_decisions(status, "edge-a", loop) == want
+
+
+def test_an_edge_clusters_own_window_and_avoided_nodes_reach_its_children():
+    spec = _spec()
+    loop = children.LoopDecisions(7, "speculate", ("site-1",))
+    by_kind = {m["kind"]: m for m in children.remote_drafts(OWNER, spec, spec.draft.placements[0], loop)}
+    assert "gamma: 7" in by_kind["ConfigMap"]["data"][labels.CONFIG_FILE]
+    affinity = by_kind["Deployment"]["spec"]["template"]["spec"]["affinity"]
+    terms = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["site-1"]}]}]

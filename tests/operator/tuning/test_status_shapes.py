@@ -23,3 +23,20 @@ def test_every_field_the_loop_writes_is_in_the_status_schema():
     assert parsed.speculation is not None and parsed.speculation.spec_gamma == 4
     assert parsed.metrics is not None and parsed.metrics.acceptance == 0.5
     assert parsed.metrics.sites[0].round_trip_ms == 120.0
+
+
+def test_an_edge_clusters_loop_fields_are_in_the_status_schema():
+    signals = Signals(sampled_at="2026-12-02T00:00:00Z", targets_up=1, drafts_up=1, tokens_per_s=3.0,
+                      rounds_per_s=1.0, proposed_per_s=4.0, accepted_per_s=2.0, sites=(Site("site-0", 0.02, 1.0),))
+    decision = tuning.Speculation(6, tuning.SPECULATE, tuning.Why.DOES_NOT_PAY, "m", 1_700_000_000.0, 120, 4)
+    avoided = [moving.Avoided("site-1", "NotReady", 1_700_000_000.0)]
+    entry = {"name": "site-a", "reachable": True, "message": "m", "desiredReplicas": 1, "readyReplicas": 1,
+             "speculation": loop.speculation_status(decision), "metrics": loop.metrics_status(signals),
+             "metricsAvailable": True, "metricsMessage": "1 draft pod scraped",
+             "avoidedNodes": loop.avoided_status(avoided)}
+    parsed = api.DSDDeploymentStatus.model_validate({"clusters": [entry]})
+    assert parsed.clusters is not None
+    edge = parsed.clusters[0]
+    assert edge.speculation is not None and edge.speculation.gamma == 6
+    assert edge.metrics is not None and edge.metrics.sites[0].node == "site-0"
+    assert edge.avoided_nodes[0].reason == "NotReady" and edge.metrics_available
