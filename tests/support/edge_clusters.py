@@ -64,3 +64,12 @@ def register(core: client.CoreV1Api, namespace: str, name: str, kubeconfig_text:
         if e.status != 409:
             raise
         core.patch_namespaced_secret(name, namespace, body)
+
+
+def remote_leftovers(core: client.CoreV1Api, namespace: str, name: str) -> list[str]:
+    """The Services, ConfigMaps and Secrets of DSDDeployment `name` still in an edge cluster's `namespace`."""
+    selector = f"dsd.dev/deployment={name}"
+    objs = [*core.list_namespaced_service(namespace, label_selector=selector).items,
+            *core.list_namespaced_config_map(namespace, label_selector=selector).items,
+            *core.list_namespaced_secret(namespace, label_selector=selector).items]
+    return [o.metadata.name for o in objs]

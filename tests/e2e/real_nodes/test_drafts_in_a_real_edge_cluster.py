@@ -24,22 +24,22 @@ from kubernetes import client, config
 from dsd_devcluster import network, start_cluster, stop_cluster
 from dsd_runtime.common import models
 from tests.conftest import ClusterInfo
+from tests.e2e.real_nodes import test_dsddeployment_on_real_nodes as on_real_nodes
 from tests.e2e.real_nodes.conftest import InClusterOperator, port_forward
 from tests.e2e.real_nodes.test_closed_loop_on_real_nodes import GROUNDED, Load
-from tests.lossless.test_greedy_equals_target_alone import target_alone
 from tests.operator.e2e.conftest import GROUP, RELEASE_NS, VERSION, Dsd
-from tests.support.edge_clusters import agent_kubeconfig, install_edge_agent, register, with_server
+from tests.support.edge_clusters import agent_kubeconfig, install_edge_agent, register, remote_leftovers, with_server
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+PROMPTS, MAX_TOKENS = on_real_nodes.PROMPTS, on_real_nodes.MAX_TOKENS
+target_alone_texts = on_real_nodes.target_alone_texts  # the same fixture: the target alone on these prompts
 
 EDGE_CLUSTER = "pytest-real-edge"
 EDGE = "site-a"          # its registration: the name placements use
 NAME = "remote"
 NODE_PORT = 30561
 INTERVAL_S = 5
-PROMPTS = ["The capital of France is", "def fibonacci(n):"]
-MAX_TOKENS = 24
 # One real node in the edge cluster, labelled as edge nodes are (the drafts' default placement).
 EDGE_NODES = """nodes:
 - name: site
@@ -116,14 +116,6 @@ def _edge_pods_described(edge: EdgeCluster, namespace: str) -> str:
     pods = edge.info.core.list_namespaced_pod(namespace).items
     return "\n".join(f"{p.metadata.name} on {p.spec.node_name}: {p.status.phase} {p.status.container_statuses}"
                      for p in pods) or f"no pods in the edge cluster's {namespace}"
-
-
-@pytest.fixture(scope="module")
-def target_alone_texts() -> dict[str, str]:
-    target = models.load(models.SMOLLM2_TARGET)
-    tok = target.tokenizer
-    return {p: tok.decode(target_alone(target, tok(p)["input_ids"], MAX_TOKENS), skip_special_tokens=True)
-            for p in PROMPTS}
 
 
 def _complete_all(port: int, prompts: list[str]) -> dict[str, str]:
@@ -215,26 +207,16 @@ def test_an_unreachable_edge_api_is_named_and_both_clusters_drafts_keep_serving(
 def test_deleting_the_resource_removes_the_edge_clusters_children(placed: Dsd, edge_cluster: EdgeCluster):
     namespace = placed.namespace
     placed.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "dsddeployments", NAME)
-    selector = f"dsd.dev/deployment={NAME}"
     core = edge_cluster.info.core
 
     def left() -> list[str]:
-        objs = [*core.list_namespaced_service(namespace, label_selector=selector).items,
-                *core.list_namespaced_config_map(namespace, label_selector=selector).items,
-                *core.list_namespaced_secret(namespace, label_selector=selector).items]
-        return [o.metadata.name for o in objs] + (["Deployment"] if _edge_draft(edge_cluster, namespace) else [])
+        return remote_leftovers(core, namespace, NAME) + (["Deployment"] if _edge_draft(edge_cluster, namespace)
+                                                          else [])
 
     try:
         wait_for(lambda: not left(), 120, "the edge's Deployment, Service, ConfigMap and Secret copies deleted")
     except AssertionError as e:
         raise AssertionError(f"{e}; still there: {left()}") from None
-
-    def resource_gone() -> bool:
-        try:
-            placed.get(NAME)
-        except client.ApiException as e:
-            return e.status == 404
-        return False
-
-    wait_for(resource_gone, 60, "the DSDDeployment deleted once its remote children are (finalizer released)")
+    wait_for(lambda: placed.gone(NAME), 60,
+             "the DSDDeployment deleted once its remote children are (finalizer released)")
     wait_for(lambda: not core.list_namespaced_pod(namespace).items, 120, "the edge's draft pod gone")

@@ -195,6 +195,14 @@ class Dsd:
 
         return wait_for(met, timeout_s, f"{name} condition {ctype}={status} ({reason or 'any reason'})")
 
+    def gone(self, name: str) -> bool:
+        """The DSDDeployment no longer exists (its finalizers released)."""
+        try:
+            self.get(name)
+        except client.ApiException as e:
+            return e.status == 404
+        return False
+
     def pods(self, name: str, role: str) -> list[client.V1Pod]:
         return list(self.cluster.core.list_namespaced_pod(
             self.namespace, label_selector=f"dsd.dev/deployment={name},dsd.dev/role={role}").items)

@@ -18,7 +18,7 @@ from kubernetes import client, config
 from dsd_devcluster import start_cluster, stop_cluster
 from dsd_operator import pki
 from tests.operator.e2e.conftest import GROUP, RELEASE_NS, VERSION
-from tests.support.edge_clusters import agent_kubeconfig, install_edge_agent, register, with_server
+from tests.support.edge_clusters import agent_kubeconfig, install_edge_agent, register, remote_leftovers, with_server
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -146,24 +146,13 @@ def test_dropping_the_placement_and_deleting_the_resource_remove_the_remote_chil
     wait_for(lambda: _edge_deployment(edge, namespace) is not None, 60, "placed again")
     placed.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "dsddeployments", NAME)
 
-    def gone() -> bool:
-        try:
-            placed.get(NAME)
-        except client.ApiException as e:
-            return e.status == 404
-        return False
-
-    wait_for(gone, 60, "the DSDDeployment deleted (its finalizer released)")
+    wait_for(lambda: placed.gone(NAME), 60, "the DSDDeployment deleted (its finalizer released)")
     assert _edge_deployment(edge, namespace) is None and not _remote_leftovers(edge, namespace), \
         "the finalizer is released only after every remote child is gone"
 
 
 def _remote_leftovers(edge: Edge, namespace: str) -> list[str]:
-    selector = f"dsd.dev/deployment={NAME}"
-    objs = [*edge.core.list_namespaced_service(namespace, label_selector=selector).items,
-            *edge.core.list_namespaced_config_map(namespace, label_selector=selector).items,
-            *edge.core.list_namespaced_secret(namespace, label_selector=selector).items]
-    return [o.metadata.name for o in objs]
+    return remote_leftovers(edge.core, namespace, NAME)
 
 
 def test_a_restarted_operator_rewrites_nothing_in_the_edge_cluster(placed, edge, operator, namespace):
