@@ -105,6 +105,7 @@ def _draft_side(prom: PrometheusClient, d: str, w: str) -> dict[str, Any]:
         "rtt_p90_s": prom.scalar(_quantile(0.9, "dsd_verify_rtt_seconds", d, w)),
         "ttft_p95_s": prom.scalar(_quantile(0.95, "dsd_time_to_first_token_seconds", d, w)),
         "tpot_p95_s": prom.scalar(_quantile(0.95, "dsd_inter_token_latency_seconds", d, w)),
+        "token_gap_s": prom.scalar(_ratio("dsd_inter_token_latency_seconds", d, w)),
         "target_only_tokens_per_s": scalar(_rate("dsd_target_only_tokens_total", d, w)),
         "target_only_token_s": prom.scalar(_ratio("dsd_target_only_token_seconds", d, w)),
         "sites": sites,

@@ -37,6 +37,7 @@ class Signals:
     rtt_p90_s: float | None = None
     ttft_p95_s: float | None = None
     tpot_p95_s: float | None = None
+    token_gap_s: float | None = None  # mean time between a request's output tokens, however they were produced
     target_busy: float = 0.0  # seconds of forward passes per second, summed over replicas (1 = always busy)
     target_queued: float = 0.0
     target_only_tokens_per_s: float = 0.0

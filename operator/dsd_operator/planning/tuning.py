@@ -79,6 +79,12 @@ def measured_speculating_tokens_per_s(signals: Signals, gamma: int, pipelined: b
     return tokens / (round_s + drafting_s)
 
 
+def delivered_tokens_per_s(signals: Signals) -> float | None:
+    """The pace a request received, as measured at the draft (1 / mean gap between its output tokens), whatever
+    produced them: verified rounds, the hybrid's target-only stretches, or both."""
+    return 1.0 / signals.token_gap_s if signals.token_gap_s else None
+
+
 def crossover_rtt_s(spec: api.DSDDeploymentSpec, signals: Signals, limit_s: float = 2.0) -> float | None:
     """The network round trip above which no window beats the target alone, at the measured acceptance and
     costs; None until speculation is measured. Bisection: goodput falls as the round trip grows."""
@@ -138,16 +144,20 @@ def _decide(spec: api.DSDDeploymentSpec, signals: Signals, previous: Speculation
     speculative = goodput_tokens_per_s(costs, alphas, best, s.pipelined)
     alone = target_alone_tokens_per_s(signals, costs)
     measured = measured_speculating_tokens_per_s(signals, previous.gamma, s.pipelined)
+    delivered = delivered_tokens_per_s(signals)
     figures = (f"acceptance {signals.acceptance or 0:.2f}, {signals.tokens_per_round or 0:.2f} tokens/round, "
                f"round trip {1e3 * costs.rtt_s:.0f} ms + verify {1e3 * costs.verify(best + 1):.0f} ms: "
                f"gamma {best} predicts {speculative:.1f} tokens/s"
-               + (f" (rounds measured {measured:.1f})" if measured else "")
+               + (f" (rounds measured {measured:.1f}" + (f", delivered {delivered:.1f}" if delivered else "") + ")"
+                  if measured else "")
                + f" vs {alone:.1f} for the target alone")
     if now_s - previous.since < tune.min_dwell_seconds:
         return replace(previous, reason=Why.DWELL if previous.reason != Why.INITIAL else previous.reason,
                        message=f"{figures}; holding gamma {previous.gamma} for the dwell time")
-    # Off only when neither the prediction nor the rounds as measured beat the target alone.
-    if speculative * (1.0 + deadband) < alone and (measured is None or measured * (1.0 + deadband) < alone):
+    # Off only when neither the prediction, nor the rounds as measured, nor the pace requests got beat the target
+    # alone: what each request received is the final word (a hybrid's own target-only stretches are in it).
+    loses = [x is None or x * (1.0 + deadband) < alone for x in (measured, delivered)]
+    if speculative * (1.0 + deadband) < alone and all(loses):
         base = tune.probe_after_seconds
         wait = min(previous.probe_after_s * 2, base * MAX_PROBE_BACKOFF) if previous.probe_after_s else base
         return Speculation(previous.gamma, OFF, Why.DOES_NOT_PAY, f"{figures}; next probe in {wait} s", now_s, wait)

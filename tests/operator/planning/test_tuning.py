@@ -63,6 +63,21 @@ def test_rounds_measured_faster_than_the_target_alone_keep_speculation_on():
     assert tuning.decide(_spec(), slow, _previous(), NOW).mode == "off"
 
 
+@pytest.mark.parametrize(("gap_s", "mode"), [
+    (None, "off"),   # no pace measured: prediction and rounds decide
+    (0.02, "speculate"),  # requests got 50 tokens/s, above the target alone's 25: not switched off
+    (0.06, "off"),   # 16.7 tokens/s delivered: speculation really loses
+])
+def test_the_pace_requests_received_has_the_last_word_on_switching_off(gap_s, mode):
+    """The prediction and the rounds lose (slow link), but a hybrid that streams target-only where drafting does
+    not pay may still deliver more than the target alone: then the loop leaves speculation on."""
+    slow = replace(_signals(0.1), accepted_per_s=30.0, round_trip_s=0.6, token_gap_s=gap_s)
+    d = tuning.decide(_spec(), slow, _previous(), NOW)
+    assert d.mode == mode, d.message
+    if gap_s:
+        assert f"delivered {1 / gap_s:.1f}" in d.message
+
+
 def test_small_gains_inside_the_deadband_keep_the_window():
     spec = _spec(deadbandPercent=100)
     d = tuning.decide(spec, _signals(0.95), _previous(), NOW)
