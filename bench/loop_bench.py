@@ -60,12 +60,22 @@ TASKS = ["Write a short poem about a lighthouse keeper who befriends a {a}.",
          "Give three surprising facts a child might like about a {a}, and explain each one.",
          "Compose a limerick about a {a} who opens a bakery.",
          "Write a letter from a {a} to the mayor asking for a new park."]
+NAMES = ["Ada", "Bram", "Cleo", "Dario", "Elin", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Kaia", "Luca", "Mira",
+         "Nils", "Orla", "Pavel"]
+
+
+def _digits(k: int) -> tuple[int, int, int, int]:
+    """k in mixed radix (8, 8, 8, 16): distinct k below 8192 give distinct prompts, so no request in a run repeats
+    an earlier one and the draft's cross-request suffix cache cannot replay an earlier greedy answer."""
+    return k % 8, (k // 8) % 8, (k // 64) % 8, (k // 512) % 16
 
 
 def grounded_prompt(k: int) -> str:
     """A text no request has seen before, then an instruction whose answer quotes it (prompt lookup pays)."""
-    town, project = TOWNS[k % 8], PROJECTS[(k // 8) % 8]
-    text = (f"The {town} council met on {DAYS[k % 6]} to review the {project}. It approved a budget of "
+    t, p, d, n = _digits(k)
+    town, project = TOWNS[t], PROJECTS[p]
+    text = (f"The {town} council, chaired by {NAMES[n]}, met on {DAYS[d % 6]} to review the {project}. It approved "
+            f"a budget of "
             f"{3 + k % 7} million, asked the engineers for a revised schedule by {DAYS[(k + 2) % 6]}, and postponed "
             f"the decision on the {PROJECTS[(k + 3) % 8]} until the survey of {TOWNS[(k + 5) % 8]} is complete.")
     return f"{text}\n\nRepeat the text above word for word.\n\n{text[:40]}"
@@ -73,7 +83,9 @@ def grounded_prompt(k: int) -> str:
 
 def chat_prompt(k: int) -> str:
     """Open chat, a new prompt every request (the suffix cache cannot replay an earlier answer)."""
-    return TASKS[k % 8].format(a=ANIMALS[(k // 8 + k) % 8])
+    task, animal, town, name = _digits(k)
+    return f"{TASKS[task].format(a=ANIMALS[animal])} The {ANIMALS[animal]} is called {NAMES[name]} and lives in " \
+           f"{TOWNS[town]}."
 
 
 PROMPTS = {"grounded": grounded_prompt, "chat": chat_prompt}

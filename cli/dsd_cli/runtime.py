@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -235,7 +237,9 @@ def distill(
     target_model: str = typer.Option(SMOLLM2_TARGET, help="Target to distill a draft for."),
     out: Path | None = typer.Option(None, help="Output directory (default: the cache used by smollm2-135m-draft)."),
     layers: int = typer.Option(2, help="Decoder layers of the draft (copied from the target, then trained)."),
-    minutes: float = typer.Option(4.0, help="Training time budget on CPU."),
+    minutes: float = typer.Option(4.0, help="Training time budget on CPU (the target's generations come first)."),
+    prompts: int = typer.Option(640, help="Chat prompts the target answers for the training set."),
+    head_tokens: int = typer.Option(8192, help="Vocabulary of the draft's head: the most frequent answer tokens."),
     force: bool = typer.Option(False, help="Retrain even if a cached draft exists."),
 ) -> None:
     """Train a small draft on the target's own generations (cached; reused by `smollm2-135m-draft`)."""
@@ -246,15 +250,24 @@ def distill(
 
     out_dir = out or models.distilled_draft_dir()
     if (out_dir / "config.json").exists() and not force:
-        print(f"cached draft in {out_dir} ({(out_dir / 'dsd-distill.json').read_text().strip()}); --force retrains")
+        meta = json.loads((out_dir / "dsd-distill.json").read_text())
+        print(f"cached draft in {out_dir}: {meta.get('num_layers')} layers, unseen greedy agreement "
+              f"{meta.get('unseen_greedy_agreement', 0):.1%}; --force retrains")
         return
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with Progress() as bar:
-        task = bar.add_task("distilling", total=1.0)
-        result = distilling.distill(target_model, out_dir, layers, minutes,
-                                    progress=lambda msg, frac: bar.update(task, completed=frac, description=msg))
-    print(f"draft written to {result.path}: held-out greedy agreement {result.greedy_agreement:.1%} "
-          f"({result.num_train_tokens} training tokens, {result.seconds:.0f}s)")
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, detail: str, fraction: float) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=1.0)
+            bar.update(tasks[stage], completed=fraction, description=f"{stage}: {detail}")
+
+        result = distilling.distill(target_model, out_dir, layers, minutes, num_prompts=prompts,
+                                    head_tokens=head_tokens, progress=progress)
+    print(f"draft written to {result.path}: greedy agreement {result.unseen_agreement:.1%} on unseen chat prompts "
+          f"({result.greedy_agreement:.1%} held out from training), cost ratio c = {result.cost_ratio:.3f}, "
+          f"{result.num_train_tokens} training tokens, {result.seconds:.0f} s")
 
 
 @models_app.command("prepare")

@@ -1,10 +1,12 @@
 """`dsd models distill`: train a small draft for a target on the target's own generations, on CPU, in minutes.
 
-Draft = the target's token embedding, final norm and (tied) head, plus its first `num_layers` decoder layers,
-fine-tuned by teacher forcing to predict the target's greedy next token on sequences the target itself
-generated from chat prompts. Embedding and head are frozen (they dominate the parameter count). The result
-shares the target's tokenizer by construction and is cached on disk.
+Draft = the target's token embedding and final norm, its first `num_layers` decoder layers, and a head over
+the `head_tokens` most frequent answer tokens (SmolLM2's full 49,152-token head costs as much as seven of its
+decoder layers). The layers and the head are trained on sequences the target generated itself from a shipped
+set of chat prompts, against the target's top-k next-token distribution (soft labels) and its greedy token;
+the embedding stays frozen. The result shares the target's tokenizer by construction and is cached on disk.
 """
+
 
 from __future__ import annotations
 
@@ -20,7 +22,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
-from dsd_runtime.common import models
+from dsd_runtime.common import lm, models
+
+# (stage, detail, fraction of the stage done): the CLI shows one progress bar with an ETA per stage.
+Progress = Callable[[str, str, float], None]
 
 PROMPTS = [
     "Write one sentence about the sea.", "What is the capital of France?", "Explain what a neural network is.",
@@ -43,10 +48,10 @@ PROMPTS = [
 
 
 # A 48-prompt corpus overfits (train loss 0.02, 17% held-out agreement): templates x topics give the draft the
-# target's style on many subjects. Bench prompts (bench/runtime_bench.py) use none of these topics.
+# target's style on many subjects. bench/runtime_bench.py's prompts and EVAL_PROMPTS use none of these topics.
 TOPICS = [
     "the ocean", "volcanoes", "the moon", "electricity", "the Roman Empire", "chess", "coffee", "rainbows",
-    "honeybees", "the human heart", "glaciers", "bicycles", "jazz music", "the stock market", "sleep", "deserts",
+    "honeybees", "the human heart", "glaciers", "jazz music", "the stock market", "sleep", "deserts",
     "penguins", "solar panels", "earthquakes", "libraries", "the printing press", "friendship", "tigers",
     "mathematics", "bread baking", "the Olympic Games", "rivers", "robots", "the immune system", "forests",
     "trains", "the French Revolution", "cloud computing", "music theory", "dinosaurs", "recycling", "gardening",
@@ -54,32 +59,69 @@ TOPICS = [
     "the alphabet", "marathons", "bridges", "snow", "elephants", "the Renaissance", "cooking rice", "magnets",
     "the Internet", "coral reefs", "time zones", "chocolate", "yoga", "satellites", "owls", "databases",
 ]
+MORE_TOPICS = [
+    "lighthouses", "the Moon landing", "octopuses", "origami", "thunderstorms", "the violin", "tea ceremonies",
+    "wolves", "the metric system", "submarines", "windmills", "the Silk Road", "comets", "mushrooms", "ballet",
+    "pirates", "the periodic table", "hot air balloons", "castles", "whales", "public speaking", "saving money",
+    "board games", "the Sahara", "first aid", "knitting", "the Amazon rainforest", "compost", "skyscrapers",
+    "camping stoves", "the piano", "sharks", "bread yeast", "street maps", "volunteering", "kites", "rockets",
+    "the Arctic", "typewriters", "football", "poetry", "clocks", "sunflowers", "frogs", "lightning",
+]
 TEMPLATES = [
     "What is {t}?", "Explain {t} in simple terms.", "Write a short poem about {t}.",
     "Give me three facts about {t}.", "Why is {t} important?", "Write one paragraph about {t}.",
     "How would you describe {t} to a child?", "What are the pros and cons of {t}?", "Tell me a story about {t}.",
-    "List some questions people ask about {t}.",
+    "List some questions people ask about {t}.", "Write a short dialogue between two friends about {t}.",
+    "Summarize the history of {t} in a few sentences.", "What are common misconceptions about {t}?",
+    "Write a tweet about {t}.", "Give me a step-by-step guide related to {t}.",
+    "Compare {t} with something similar.", "Write a product description inspired by {t}.",
+    "What would a teacher say about {t}?", "Write a haiku about {t}.", "Explain {t} to a busy executive.",
+]
+# Unseen at training time: other subjects and phrasings, the distribution alpha_1 is reported on.
+EVAL_PROMPTS = [
+    "How do I fix a flat tyre on a car?", "What makes a good cup of espresso?", "Plan a birthday party for a "
+    "seven-year-old.", "Why do onions make people cry?", "Write a short apology email for missing a meeting.",
+    "What is the difference between a virus and a bacterium?", "Suggest names for a pet goldfish.",
+    "How do noise-cancelling headphones work?", "Write a toast for a wedding.", "What should I do if I feel "
+    "stressed at work?", "Explain how interest on a loan works.", "Describe the taste of a mango.",
+    "How are pencils made?", "Give me ideas for a rainy Sunday.", "Why is the ocean salty?",
+    "Write a review of an imaginary restaurant.", "How can I keep houseplants alive?", "What is a haiku?",
+    "Teach me a simple card trick.", "Why do we dream?", "How do elevators know which floor to stop at?",
+    "Write a riddle and its answer.", "What should a beginner know about running?", "How does a fridge stay cold?",
 ]
 
 
 def training_prompts(count: int, seed: int) -> list[str]:
     """`count` distinct chat prompts: the hand-written ones, then templated ones in a seeded order."""
     rng = random.Random(seed)
-    templated = [tpl.format(t=topic) for topic in TOPICS for tpl in TEMPLATES]
+    templated = [tpl.format(t=topic) for topic in TOPICS + MORE_TOPICS for tpl in TEMPLATES]
     rng.shuffle(templated)
     return (PROMPTS + templated)[:count]
 
 
 @dataclass(frozen=True)
+class Example:
+    """A target generation: ids (prompt + answer), the prompt's length, and for each answer token the target's
+    top-k next-token ids and probabilities at the position that predicts it (the soft labels)."""
+
+    ids: list[int]
+    prompt_len: int
+    top_ids: torch.Tensor  # [answer_len, k] int64
+    top_probs: torch.Tensor  # [answer_len, k] float32
+
+
+@dataclass(frozen=True)
 class DistillResult:
     path: Path
-    greedy_agreement: float  # held-out: P(draft argmax == target's next token) = greedy acceptance estimate
+    greedy_agreement: float  # held-out, training distribution: P(draft argmax == target's next token)
+    unseen_agreement: float  # the same on EVAL_PROMPTS: alpha_1 of greedy speculation on unseen chat
+    cost_ratio: float  # c: one draft step over one target step (one token after a 200-token context)
     num_train_tokens: int
     seconds: float
 
 
 def _generate(target: models.LoadedModel, prompts: list[str], max_new: int, batch: int,
-              progress: Callable[[str, float], None]) -> list[tuple[list[int], int]]:
+              progress: Progress) -> list[tuple[list[int], int]]:
     """(sequence ids, prompt length) of the target's own greedy chat generations."""
     tok = target.tokenizer
     tok.padding_side = "left"
@@ -99,21 +141,47 @@ def _generate(target: models.LoadedModel, prompts: list[str], max_new: int, batc
             while ids and ids[-1] == tok.pad_token_id:
                 ids.pop()
             out.append((ids, int(mask.sum())))
-        progress(f"target generations {len(out)}/{len(prompts)}", len(out) / len(prompts))
+        progress("target generations", f"{len(out)}/{len(prompts)}", len(out) / len(prompts))
     return out
 
 
-def _cached_generations(target: models.LoadedModel, target_ref: str, prompts: list[str], max_new: int,
-                        progress: Callable[[str, float], None]) -> list[tuple[list[int], int]]:
-    """The target's generations are the slow part (minutes); keep them so a retrain (--force) reuses them."""
-    key = hashlib.sha256(json.dumps([target_ref, prompts, max_new]).encode()).hexdigest()[:16]
-    path = models.models_cache() / "distill-data" / f"{key}.json"
+@torch.inference_mode()
+def _soft_labels(target: models.LoadedModel, data: list[tuple[list[int], int]], k: int) -> list[Example]:
+    """The target's top-k next-token distribution at every answer position (one teacher-forced pass each)."""
+    model = target.lm.model
+    out = []
+    for ids, plen in data:
+        logits = model(input_ids=torch.tensor([ids[:-1]])).logits[0, plen - 1:].float()
+        top = torch.topk(torch.softmax(logits, dim=-1), k, dim=-1)
+        out.append(Example(ids, plen, top.indices, top.values))
+    return out
+
+
+def _cached_examples(target: models.LoadedModel, target_ref: str, prompts: list[str], max_new: int, k: int,
+                     progress: Progress) -> list[Example]:
+    """The target's generations and soft labels are the slow part (minutes): cached, so a retrain reuses them."""
+    key = hashlib.sha256(json.dumps([target_ref, prompts, max_new, k]).encode()).hexdigest()[:16]
+    path = models.models_cache() / "distill-data" / f"{key}.pt"
     if path.exists():
-        return [(ids, plen) for ids, plen in json.loads(path.read_text())]
-    data = _generate(target, prompts, max_new, 16, progress)
+        return [Example(**e) for e in torch.load(path)]
+    data = [d for d in _generate(target, prompts, max_new, 16, progress) if len(d[0]) > d[1] + 1]
+    examples = _soft_labels(target, data, k)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
-    return data
+    tmp = path.with_suffix(".tmp")
+    torch.save([e.__dict__ for e in examples], tmp)
+    tmp.replace(path)
+    return examples
+
+
+def frequent_tokens(answers: list[list[int]], vocab_size: int, size: int, always: list[int]) -> torch.Tensor:
+    """The head's vocabulary: `always` (end-of-text ids), then answer tokens by frequency, then the lowest ids not
+    yet taken (BPE assigns ids in merge order, roughly most frequent first). Sorted ids."""
+    counts = torch.zeros(vocab_size, dtype=torch.long)
+    for ids in answers:
+        counts += torch.bincount(torch.tensor(ids, dtype=torch.long), minlength=vocab_size)
+    order = sorted(range(vocab_size), key=lambda t: (-int(counts[t]), t))
+    chosen = list(dict.fromkeys([*always, *order]))[:min(size, vocab_size)]
+    return torch.tensor(sorted(chosen), dtype=torch.long)
 
 
 def draft_layer_ids(target_layers: int, num_layers: int) -> list[int]:
@@ -126,6 +194,7 @@ def draft_layer_ids(target_layers: int, num_layers: int) -> list[int]:
 
 
 def build_draft(target_dir: Path, num_layers: int) -> torch.nn.Module:
+    """The target cut to its first `num_layers` (full head); only the layers and the final norm train."""
     draft = AutoModelForCausalLM.from_pretrained(target_dir, dtype=torch.float32)
     keep = draft_layer_ids(len(draft.model.layers), num_layers)
     draft.model.layers = torch.nn.ModuleList([draft.model.layers[i] for i in keep])
@@ -141,70 +210,161 @@ def build_draft(target_dir: Path, num_layers: int) -> torch.nn.Module:
     return draft
 
 
-def _agreement(draft: torch.nn.Module, data: list[tuple[list[int], int]]) -> float:
+class _Trainee(torch.nn.Module):
+    """A draft (the target's first layers) with its frequent-token head, as trained."""
+
+    def __init__(self, draft: torch.nn.Module, token_ids: torch.Tensor) -> None:
+        super().__init__()
+        self.draft = draft
+        self.register_buffer("token_ids", token_ids)
+        self.head = torch.nn.Parameter(draft.get_output_embeddings().weight[token_ids].detach().clone())
+        # Full vocabulary id -> row of the head (-1: not in it).
+        index = torch.full((int(draft.config.vocab_size),), -1, dtype=torch.long)
+        index[token_ids] = torch.arange(len(token_ids))
+        self.register_buffer("row_of", index)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, T] -> logits over the head's tokens [B, T, subset]."""
+        hidden = self.draft.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return hidden @ self.head.T
+
+    def vocabulary_head(self) -> lm.VocabularyHead:
+        return lm.VocabularyHead(self.token_ids.clone(), self.head.detach().clone())
+
+
+def _batch(examples: list[Example], pad_id: int, row_of: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Right-padded inputs and, at each answer-predicting position, the greedy token's head row (-100: none)
+    and the soft labels as head rows (-1: outside the head) with their probabilities."""
+    width = max(len(e.ids) - 1 for e in examples)
+    k = examples[0].top_ids.shape[1]
+    inputs = torch.full((len(examples), width), pad_id)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    hard = torch.full((len(examples), width), -100)
+    soft_rows = torch.full((len(examples), width, k), -1)
+    soft_probs = torch.zeros((len(examples), width, k))
+    for row, e in enumerate(examples):
+        n, answer = len(e.ids) - 1, torch.tensor(e.ids[e.prompt_len:])
+        inputs[row, :n] = torch.tensor(e.ids[:-1])
+        mask[row, :n] = 1
+        rows = row_of[answer]
+        hard[row, e.prompt_len - 1:n] = torch.where(rows >= 0, rows, -100)
+        soft_rows[row, e.prompt_len - 1:n] = row_of[e.top_ids]
+        soft_probs[row, e.prompt_len - 1:n] = e.top_probs
+    return {"inputs": inputs, "mask": mask, "hard": hard, "soft_rows": soft_rows, "soft_probs": soft_probs}
+
+
+def distillation_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Half cross-entropy against the target's top-k distribution (renormalised over the tokens the head has),
+    half against its greedy token: the soft part carries what the target thinks is close (it generalises), the
+    hard part what greedy acceptance is decided on."""
+    logq = torch.log_softmax(logits, dim=-1)
+    inside = batch["soft_rows"] >= 0
+    p = batch["soft_probs"] * inside
+    p = p / p.sum(-1, keepdim=True).clamp_min(1e-9)
+    gathered = logq.gather(-1, batch["soft_rows"].clamp_min(0))
+    positions = inside.any(-1)
+    soft = -(p * gathered).sum(-1)[positions].mean()
+    hard = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["hard"].flatten(), ignore_index=-100)
+    return 0.5 * soft + 0.5 * hard
+
+
+@torch.inference_mode()
+def agreement(trainee: _Trainee, examples: list[Example]) -> float:
+    """P(draft argmax == the target's greedy next token) over the answers: alpha_1 of greedy speculation."""
     hits = total = 0
-    with torch.inference_mode():
-        for ids, plen in data:
-            if len(ids) <= plen + 1:
-                continue
-            pred = draft(input_ids=torch.tensor([ids[:-1]])).logits[0].argmax(-1)
-            hits += int((pred[plen - 1:] == torch.tensor(ids[plen:])).sum())
-            total += len(ids) - plen
+    for e in examples:
+        logits = trainee(torch.tensor([e.ids[:-1]]))[0, e.prompt_len - 1:]
+        pred = trainee.token_ids[logits.argmax(-1)]
+        hits += int((pred == torch.tensor(e.ids[e.prompt_len:])).sum())
+        total += len(e.ids) - e.prompt_len
     return hits / total if total else 0.0
 
 
-def _batch(examples: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded inputs, attention mask and labels (-100 on the prompt and padding: learn the answers only)."""
-    width = max(len(ids) for ids, _ in examples)
-    inputs = torch.full((len(examples), width), pad_id)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    labels = torch.full((len(examples), width), -100)
-    for row, (ids, plen) in enumerate(examples):
-        inputs[row, :len(ids)] = torch.tensor(ids)
-        mask[row, :len(ids)] = 1
-        labels[row, plen:len(ids)] = torch.tensor(ids[plen:])
-    return inputs, mask, labels
+def coverage(token_ids: torch.Tensor, examples: list[Example]) -> float:
+    """Share of the answers' tokens inside the head: the ceiling on its agreement."""
+    inside = set(token_ids.tolist())
+    tokens = [t for e in examples for t in e.ids[e.prompt_len:]]
+    return sum(t in inside for t in tokens) / max(1, len(tokens))
+
+
+@torch.inference_mode()
+def cost_ratio(draft: lm.CausalLM, target: lm.CausalLM, context: int = 200, steps: int = 16) -> float:
+    """c = median one-token step of the draft over the target's, both after `context` tokens, as served."""
+    def step_s(model: lm.CausalLM) -> float:
+        seq = model.new_sequence()
+        model.forward(seq, [1] * context, keep_last=1)
+        times = []
+        for _ in range(steps):
+            t = time.perf_counter()
+            model.forward(seq, [1])
+            times.append(time.perf_counter() - t)
+        return sorted(times)[len(times) // 2]
+    return step_s(draft) / step_s(target)
 
 
 def distill(target_ref: str, out_dir: Path, num_layers: int = 2, train_minutes: float = 4.0,
             max_new_tokens: int = 80, num_prompts: int = 320, batch_size: int = 8, seed: int = 0,
-            progress: Callable[[str, float], None] = lambda msg, frac: None) -> DistillResult:
+            head_tokens: int = 8192, top_k: int = 16, eval_every_minutes: float = 1.0,
+            progress: Progress = lambda stage, detail, fraction: None) -> DistillResult:
     start = time.perf_counter()
     torch.manual_seed(seed)
     rng = random.Random(seed)
     target = models.load(target_ref)
     prompts = training_prompts(num_prompts, seed)
     rng.shuffle(prompts)
-    data = [d for d in _cached_generations(target, target_ref, prompts, max_new_tokens, progress)
-            if len(d[0]) > d[1] + 1]
+    data = _cached_examples(target, target_ref, prompts, max_new_tokens, top_k, progress)
+    unseen = _cached_examples(target, target_ref, EVAL_PROMPTS, max_new_tokens, top_k, progress)
     held_out, train = data[:16], data[16:]
     draft = build_draft(models.plain_weights_dir(target_ref), num_layers)
-    opt = torch.optim.AdamW([p for p in draft.parameters() if p.requires_grad], lr=3e-4, weight_decay=0.0)
+    token_ids = frequent_tokens([e.ids[e.prompt_len:] for e in train], int(draft.config.vocab_size), head_tokens,
+                                target.eos_token_ids)
+    trainee = _Trainee(draft, token_ids)
+    opt = torch.optim.AdamW([p for p in trainee.parameters() if p.requires_grad], lr=3e-4, weight_decay=0.0)
     pad_id = target.tokenizer.pad_token_id or 0
-    deadline = time.perf_counter() + train_minutes * 60
+    budget_s = train_minutes * 60
+    train_start = time.perf_counter()
+    curve: list[dict[str, float]] = []
+    next_eval_s = 0.0
     steps = tokens = 0
-    draft.train()
-    while time.perf_counter() < deadline:
-        inputs, mask, labels = _batch(rng.sample(train, min(batch_size, len(train))), pad_id)
-        loss = draft(input_ids=inputs, attention_mask=mask, labels=labels).loss
+    while (elapsed := time.perf_counter() - train_start) < budget_s:
+        if elapsed >= next_eval_s:  # the agreement-vs-minutes curve (evaluation time is not training time)
+            curve.append(_checkpoint(trainee, held_out, unseen, elapsed, steps))
+            train_start += time.perf_counter() - train_start - elapsed
+            next_eval_s += eval_every_minutes * 60
+        trainee.train()
+        batch = _batch(rng.sample(train, min(batch_size, len(train))), pad_id, trainee.row_of)
+        loss = distillation_loss(trainee(batch["inputs"], batch["mask"]), batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
         steps += 1
-        tokens += int((labels != -100).sum())
-        left = max(0.0, deadline - time.perf_counter())
-        progress(f"training step {steps} loss {loss.item():.3f}", 1 - left / (train_minutes * 60))
-    draft.eval()
-    agreement = _agreement(draft, held_out)
+        tokens += int((batch["hard"] != -100).sum())
+        progress("training", f"step {steps} loss {loss.item():.3f}", min(1.0, elapsed / budget_s))
+    curve.append(_checkpoint(trainee, held_out, unseen, budget_s, steps))
+    head = trainee.vocabulary_head()
+    c = cost_ratio(lm.CausalLM(draft.eval(), "draft", head), target.lm)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
     draft.save_pretrained(tmp)
+    models.save_vocabulary_head(tmp, head)
     target.tokenizer.padding_side = "right"
     target.tokenizer.save_pretrained(tmp)
-    meta = {"target": target_ref, "num_layers": num_layers, "train_prompts": len(train), "train_steps": steps,
-            "train_tokens": tokens,
-            "held_out_greedy_agreement": agreement, "seconds": time.perf_counter() - start}
+    meta = {"target": target_ref, "num_layers": num_layers, "head_tokens": len(token_ids), "top_k": top_k,
+            "train_prompts": len(train), "train_steps": steps, "train_tokens": tokens, "train_minutes": train_minutes,
+            "held_out_greedy_agreement": curve[-1]["held_out_agreement"],
+            "unseen_greedy_agreement": curve[-1]["unseen_agreement"],
+            "unseen_head_coverage": coverage(token_ids, unseen), "cost_ratio": c,
+            "torch_threads": torch.get_num_threads(), "curve": curve, "seconds": time.perf_counter() - start}
     (tmp / "dsd-distill.json").write_text(json.dumps(meta, indent=2))
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
-    return DistillResult(out_dir, agreement, tokens, time.perf_counter() - start)
+    return DistillResult(out_dir, meta["held_out_greedy_agreement"], meta["unseen_greedy_agreement"], c, tokens,
+                         time.perf_counter() - start)
+
+
+def _checkpoint(trainee: _Trainee, held_out: list[Example], unseen: list[Example], elapsed_s: float,
+                steps: int) -> dict[str, float]:
+    trainee.eval()
+    return {"minutes": round(elapsed_s / 60, 2), "steps": steps, "held_out_agreement": agreement(trainee, held_out),
+            "unseen_agreement": agreement(trainee, unseen)}

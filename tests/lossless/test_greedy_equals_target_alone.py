@@ -32,7 +32,7 @@ def dsd_generate(loaded, draft: str, prompt_ids, n, port, config: WindowConfig) 
         client.close()
 
 
-@pytest.mark.parametrize("draft", ["same", "partial", "random"])
+@pytest.mark.parametrize("draft", ["same", "partial", "random", "subset"])
 @pytest.mark.parametrize("pipelined", [False, True])
 def test_greedy_dsd_equals_target_alone(loaded, target_server, draft, pipelined):
     tok = loaded["target"].tokenizer

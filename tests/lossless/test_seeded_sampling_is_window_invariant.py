@@ -41,7 +41,7 @@ def _dsd(loaded, draft, port, prompt, n, seed, config) -> tuple[list[int], Gener
         client.close()
 
 
-@pytest.mark.parametrize("draft", ["same", "partial", "random"])
+@pytest.mark.parametrize("draft", ["same", "partial", "random", "subset"])
 def test_every_window_gives_the_target_alones_seeded_text(loaded, target_server, draft):
     prompt = loaded["target"].tokenizer("Once upon a time")["input_ids"]
     want = target_alone_sampled(loaded["target"], prompt, 24, PARAMS, seed=42)

@@ -14,7 +14,8 @@ from dsd_runtime.target.server import TargetServer, TargetSettings
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """target; drafts: same (identical weights), partial (perturbed head), random (unrelated)."""
+    """target; drafts: same (identical weights), partial (perturbed head), random (unrelated), subset (the same
+    as the target, with an output head over every other token: a frequent-token head)."""
     root = tmp_path_factory.mktemp("tiny-models")
     target = tiny.build_tiny_model(root / "target", seed=1)
     return {
@@ -22,6 +23,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "same": tiny.build_tiny_model(root / "same", seed=1),
         "partial": tiny.build_tiny_model(root / "partial", seed=2, base=target, perturb=0.25),
         "random": tiny.build_tiny_model(root / "random", seed=3, hidden=32, layers=1),
+        "subset": tiny.copy_with_vocabulary_head(target, root / "subset", list(range(0, 260, 2))),
     }
 
 

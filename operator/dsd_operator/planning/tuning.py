@@ -48,7 +48,13 @@ class Speculation:
 
 
 def initial(spec: api.DSDDeploymentSpec, now_s: float) -> Speculation:
+    """Static drafts start at spec.speculation.gamma. Adaptive drafts choose each round's window themselves, so the
+    loop's bound starts at gammaMax and comes down only on measurement: starting it at gamma made the loop throttle
+    the drafts' own controller for the minute it took to climb back (bench/loop_bench.py, phase 0)."""
     s = spec.speculation
+    if s.policy == "adaptive":
+        return Speculation(s.gamma_max, SPECULATE, Why.INITIAL, f"adaptive drafts: windows up to "
+                           f"spec.speculation.gammaMax {s.gamma_max} until measured", now_s, spec_gamma=s.gamma)
     return Speculation(s.gamma, SPECULATE, Why.INITIAL, f"starting at spec.speculation.gamma {s.gamma}", now_s,
                        spec_gamma=s.gamma)
 
@@ -119,7 +125,8 @@ def decide(spec: api.DSDDeploymentSpec, signals: Signals, previous: Speculation,
 def _decide(spec: api.DSDDeploymentSpec, signals: Signals, previous: Speculation, now_s: float) -> Speculation:
     s, tune = spec.speculation, spec.autotune
     if previous.spec_gamma and previous.spec_gamma != s.gamma:  # the user set a new gamma: it wins this time
-        return Speculation(s.gamma, SPECULATE, Why.SPEC, f"spec.speculation.gamma changed to {s.gamma}", now_s)
+        start = initial(spec, now_s)
+        return replace(start, reason=Why.SPEC, message=f"spec.speculation.gamma changed to {s.gamma}; {start.message}")
     bounds = WindowBounds(s.gamma_min, s.gamma_max)
     if bounds.clamp(previous.gamma) != previous.gamma:  # the user changed the bounds: follow at once
         g = bounds.clamp(previous.gamma)

@@ -132,11 +132,33 @@ class ForwardModel(Protocol):
     def rollback(self, seq: KVSequence, num_tokens: int) -> None: ...
 
 
+@dataclass(frozen=True)
+class VocabularyHead:
+    """An output head over a subset of the vocabulary (a distilled draft's frequent tokens).
+
+    The full head of a small model is most of its step (SmolLM2: a 49,152 x 576 projection, about seven decoder
+    layers' worth); projecting onto the tokens the draft is ever right about cuts it. Logits outside the subset
+    are the lowest finite float, so the draft proposes, samples and reports probabilities only inside it (zero
+    elsewhere): the proposal distribution is exactly what it samples from, and verification stays lossless.
+    """
+
+    token_ids: torch.Tensor  # [subset] int64 ids in the full vocabulary
+    weight: torch.Tensor  # [subset, hidden]
+
+    def logits(self, hidden: torch.Tensor, vocab_size: int) -> torch.Tensor:
+        """hidden [k, hidden] -> [k, vocab_size] fp32 logits."""
+        sub = (hidden @ self.weight.T).float()
+        full = torch.full((hidden.shape[0], vocab_size), torch.finfo(torch.float32).min, device=hidden.device)
+        full[:, self.token_ids] = sub
+        return full
+
+
 class CausalLM:
-    def __init__(self, model: PreTrainedModel, name: str) -> None:
+    def __init__(self, model: PreTrainedModel, name: str, head: VocabularyHead | None = None) -> None:
         model.config._attn_implementation = PACKED_ATTENTION
         self.model = model.eval()
         self.name = name
+        self.head = head
         self.vocab_size: int = int(model.config.vocab_size)
         self.max_context: int = int(getattr(model.config, "max_position_embeddings", 2048))
         self.dtype = next(model.parameters()).dtype
@@ -191,7 +213,11 @@ class CausalLM:
         logits = None
         if keep_index:
             keep = torch.tensor(keep_index, dtype=torch.long, device=self.device)
-            logits = self.model(**inputs, logits_to_keep=keep).logits[0].float().cpu()
+            if self.head is None:
+                logits = self.model(**inputs, logits_to_keep=keep).logits[0].float().cpu()
+            else:
+                hidden = self.model.base_model(**inputs).last_hidden_state[0, keep]
+                logits = self.head.logits(hidden, self.vocab_size).cpu()
         else:  # only prefill chunks: the pass runs for their KV and projects nothing onto the vocabulary
             self.model.base_model(**inputs)
         out: list[torch.Tensor] = []

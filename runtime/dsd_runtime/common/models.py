@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from dsd_runtime.common import lm, tokenization
@@ -36,7 +37,7 @@ def models_cache() -> Path:
 
 
 def distilled_draft_dir() -> Path:
-    return models_cache() / "smollm2-135m-draft-v2"
+    return models_cache() / "smollm2-135m-draft-v3"
 
 
 NO_MODEL = "none"  # `dsd draft --model none`: a draft server with model-free proposers only
@@ -187,4 +188,28 @@ def load(ref: str, dtype: torch.dtype | None = None, device: str = "cpu") -> Loa
     kwargs = {"dtype": dtype} if dtype is not None else {}
     model = AutoModelForCausalLM.from_pretrained(directory, **kwargs).to(pick_device(device))
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    return LoadedModel(name, lm.CausalLM(model, name), tokenizer, tokenization.fingerprint(tokenizer))
+    head = load_vocabulary_head(directory, model)
+    return LoadedModel(name, lm.CausalLM(model, name, head), tokenizer, tokenization.fingerprint(tokenizer))
+
+
+HEAD_FILE = "dsd-head.safetensors"  # a distilled draft's frequent-token head, beside its weights
+
+
+def save_vocabulary_head(directory: Path, head: lm.VocabularyHead) -> None:
+    save_file({"token_ids": head.token_ids.contiguous(), "weight": head.weight.detach().contiguous()},
+              directory / HEAD_FILE)
+
+
+def load_vocabulary_head(directory: Path, model: torch.nn.Module) -> lm.VocabularyHead | None:
+    """The subset head saved beside a model (in the model's dtype and device), or None: the model's own head."""
+    path = directory / HEAD_FILE
+    if not path.exists():
+        return None
+    tensors = load_file(path)
+    param = next(model.parameters())
+    ids, weight = tensors["token_ids"].long(), tensors["weight"]
+    vocab, hidden = int(model.config.vocab_size), int(model.config.hidden_size)
+    if ids.ndim != 1 or weight.shape != (len(ids), hidden) or int(ids.min()) < 0 or int(ids.max()) >= vocab:
+        raise ModelNotFound(f"{path}: a head of {tuple(weight.shape)} over {len(ids)} ids does not fit a model "
+                            f"with vocabulary {vocab} and hidden size {hidden}")
+    return lm.VocabularyHead(ids.to(param.device), weight.to(device=param.device, dtype=param.dtype))

@@ -70,3 +70,18 @@ def build_tiny_model(out_dir: Path, seed: int, hidden: int = 64, layers: int = 2
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def copy_with_vocabulary_head(model_dir: Path, out_dir: Path, token_ids: list[int]) -> Path:
+    """A copy of a tiny model whose output head covers only `token_ids` (its own head's rows for them): a draft
+    that can never propose the other tokens, as a distilled draft with a frequent-token head."""
+    from dsd_runtime.common import lm as lm_module
+    from dsd_runtime.common import models as models_module
+
+    model = LlamaForCausalLM.from_pretrained(model_dir)
+    ids = torch.tensor(sorted(set(token_ids)), dtype=torch.long)
+    model.save_pretrained(out_dir)
+    build_tokenizer().save_pretrained(out_dir)
+    head = lm_module.VocabularyHead(ids, model.get_output_embeddings().weight[ids].detach().clone())
+    models_module.save_vocabulary_head(out_dir, head)
+    return out_dir

@@ -153,3 +153,17 @@ def test_the_target_alone_is_its_measured_stream_rate_when_there_is_one():
     slow_streams = replace(_signals(0.1), target_only_token_s=0.125)
     assert tuning.decide(_spec(), _signals(0.1), _previous(), NOW).mode == "off"
     assert tuning.decide(_spec(), slow_streams, _previous(), NOW).mode == "speculate"
+
+
+@pytest.mark.parametrize(("policy", "start"), [("static", 4), ("adaptive", 8)])
+def test_adaptive_drafts_start_unthrottled_and_static_ones_at_their_gamma(policy, start):
+    """An adaptive draft picks each round's window itself: the loop's bound starts at gammaMax, not at gamma."""
+    def spec(gamma: int) -> api.DSDDeploymentSpec:
+        return api.DSDDeploymentSpec.model_validate({"target": {"model": {"uri": "builtin:x"}}, "speculation": {
+            "gamma": gamma, "gammaMax": 8, "policy": policy}})
+
+    d = tuning.initial(spec(4), NOW)
+    assert (d.gamma, d.mode, d.reason, d.spec_gamma) == (start, "speculate", "Initial", 4)
+    again = tuning.decide(spec(2), _signals(0.6), d, NOW + 600)  # a user's new gamma restarts from the same place
+    start = 2 if policy == "static" else start
+    assert (again.gamma, again.reason) == (start, "SpecChanged")
