@@ -176,11 +176,10 @@ def _cached_examples(target: models.LoadedModel, target_ref: str, prompts: list[
 def frequent_tokens(answers: list[list[int]], vocab_size: int, size: int, always: list[int]) -> torch.Tensor:
     """The head's vocabulary: `always` (end-of-text ids), then answer tokens by frequency, then the lowest ids not
     yet taken (BPE assigns ids in merge order, roughly most frequent first). Sorted ids."""
-    counts = torch.zeros(vocab_size, dtype=torch.long)
-    for ids in answers:
-        counts += torch.bincount(torch.tensor(ids, dtype=torch.long), minlength=vocab_size)
-    order = sorted(range(vocab_size), key=lambda t: (-int(counts[t]), t))
-    chosen = list(dict.fromkeys([*always, *order]))[:min(size, vocab_size)]
+    tokens = torch.tensor([t for ids in answers for t in ids], dtype=torch.long)
+    counts = torch.bincount(tokens, minlength=vocab_size)
+    order = torch.sort(-counts, stable=True).indices  # by frequency, ties by ascending id
+    chosen = list(dict.fromkeys([*always, *order.tolist()]))[:min(size, vocab_size)]
     return torch.tensor(sorted(chosen), dtype=torch.long)
 
 
@@ -282,9 +281,8 @@ def agreement(trainee: _Trainee, examples: list[Example]) -> float:
 
 def coverage(token_ids: torch.Tensor, examples: list[Example]) -> float:
     """Share of the answers' tokens inside the head: the ceiling on its agreement."""
-    inside = set(token_ids.tolist())
-    tokens = [t for e in examples for t in e.ids[e.prompt_len:]]
-    return sum(t in inside for t in tokens) / max(1, len(tokens))
+    tokens = torch.tensor([t for e in examples for t in e.ids[e.prompt_len:]], dtype=torch.long)
+    return float(torch.isin(tokens, token_ids).float().mean()) if len(tokens) else 0.0
 
 
 @torch.inference_mode()
@@ -303,7 +301,7 @@ def cost_ratio(draft: lm.CausalLM, target: lm.CausalLM, context: int = 200, step
 
 
 def distill(target_ref: str, out_dir: Path, num_layers: int = 2, train_minutes: float = 4.0,
-            max_new_tokens: int = 80, num_prompts: int = 320, batch_size: int = 8, seed: int = 0,
+            max_new_tokens: int = 80, num_prompts: int = 640, batch_size: int = 8, seed: int = 0,
             head_tokens: int = 8192, top_k: int = 16, eval_every_minutes: float = 1.0,
             progress: Progress = lambda stage, detail, fraction: None) -> DistillResult:
     start = time.perf_counter()
@@ -324,12 +322,13 @@ def distill(target_ref: str, out_dir: Path, num_layers: int = 2, train_minutes: 
     budget_s = train_minutes * 60
     train_start = time.perf_counter()
     curve: list[dict[str, float]] = []
-    next_eval_s = 0.0
+    next_eval_s = eval_s = 0.0  # evaluation time (the agreement-vs-minutes curve) is not training time
     steps = tokens = 0
-    while (elapsed := time.perf_counter() - train_start) < budget_s:
-        if elapsed >= next_eval_s:  # the agreement-vs-minutes curve (evaluation time is not training time)
+    while (elapsed := time.perf_counter() - train_start - eval_s) < budget_s:
+        if elapsed >= next_eval_s:
+            eval_start = time.perf_counter()
             curve.append(_checkpoint(trainee, held_out, unseen, elapsed, steps))
-            train_start += time.perf_counter() - train_start - elapsed
+            eval_s += time.perf_counter() - eval_start
             next_eval_s += eval_every_minutes * 60
         trainee.train()
         batch = _batch(rng.sample(train, min(batch_size, len(train))), pad_id, trainee.row_of)

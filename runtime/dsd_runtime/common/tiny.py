@@ -13,6 +13,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from dsd_runtime.common import lm
+from dsd_runtime.common.models import save_vocabulary_head
+
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -75,13 +78,10 @@ def build_tiny_model(out_dir: Path, seed: int, hidden: int = 64, layers: int = 2
 def copy_with_vocabulary_head(model_dir: Path, out_dir: Path, token_ids: list[int]) -> Path:
     """A copy of a tiny model whose output head covers only `token_ids` (its own head's rows for them): a draft
     that can never propose the other tokens, as a distilled draft with a frequent-token head."""
-    from dsd_runtime.common import lm as lm_module
-    from dsd_runtime.common import models as models_module
-
     model = LlamaForCausalLM.from_pretrained(model_dir)
     ids = torch.tensor(sorted(set(token_ids)), dtype=torch.long)
     model.save_pretrained(out_dir)
     build_tokenizer().save_pretrained(out_dir)
-    head = lm_module.VocabularyHead(ids, model.get_output_embeddings().weight[ids].detach().clone())
-    models_module.save_vocabulary_head(out_dir, head)
+    head = lm.VocabularyHead(ids, model.get_output_embeddings().weight[ids].detach().clone())
+    save_vocabulary_head(out_dir, head)
     return out_dir
