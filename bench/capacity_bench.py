@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
+from probes import DRAFT_SAMPLES, TARGET_SAMPLES, PassTraceReader, delta, scrape
 
 from dsd_runtime.common import models
 
@@ -133,44 +133,12 @@ def _wave(port: int, clients: int, max_tokens: int) -> tuple[float, list[Reply]]
     return time.perf_counter() - t0, [r for r in replies if r is not None]
 
 
-# Counters (and histogram sums/counts) read before and after every wave: sample name -> recorded key.
-TARGET_SAMPLES = {"dsd_target_forward_pass_seconds_count": "passes",
-                  "dsd_target_forward_pass_seconds_sum": "pass_seconds",
-                  "dsd_target_batch_sequences_sum": "pass_sequences", "dsd_target_batch_tokens_sum": "pass_tokens"}
-DRAFT_SAMPLES = {"dsd_speculation_rounds_total": "rounds", "dsd_draft_tokens_proposed_total": "proposed",
-                 "dsd_draft_tokens_accepted_total": "accepted", "dsd_target_only_tokens_total": "target_only_tokens",
-                 "dsd_tokens_generated_total": "tokens_generated",
-                 "dsd_draft_tokens_accepted_per_position_total": "accepted_at",
-                 "dsd_draft_tokens_reached_per_position_total": "reached_at"}
-
-
-def _scrape(url: str, wanted: dict[str, str]) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
-        for sample in family.samples:
-            key = wanted.get(sample.name)
-            if key is not None:
-                if "position" in sample.labels:
-                    key = f"{key}_{sample.labels['position']}"
-                values[key] = values.get(key, 0.0) + sample.value
-    return values
-
-
 def _counters(port: int) -> dict[str, float]:
-    return {**_scrape(f"http://127.0.0.1:{port + 1}/metrics", TARGET_SAMPLES),
-            **_scrape(f"http://127.0.0.1:{port}/metrics", DRAFT_SAMPLES)}
+    return {**scrape(f"http://127.0.0.1:{port + 1}/metrics", TARGET_SAMPLES),
+            **scrape(f"http://127.0.0.1:{port}/metrics", DRAFT_SAMPLES)}
 
 
 PASS_TRACE = Path("/tmp/dsd-capacity-passes.jsonl")
-
-
-def _passes_since(offset: int) -> tuple[list[list[float]], int]:
-    """The target's passes traced after byte `offset` (and the new offset)."""
-    with PASS_TRACE.open() as f:
-        f.seek(offset)
-        text = f.read()
-    rows = [json.loads(line) for line in text.splitlines() if line]
-    return [[r["sequences"], r["tokens"], r["seconds"]] for r in rows], offset + len(text.encode())
 
 
 def _serve(config: str, port: int, target_args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
@@ -280,12 +248,13 @@ def main() -> None:
         try:
             _wave(args.port, 1, 8)  # warm-up, not measured
             outputs[config] = {}
-            _, offset = _passes_since(0)
+            passes_read = PassTraceReader(PASS_TRACE)
+            passes_read.since_last()
             for n in counts:
                 before = _counters(args.port)
                 seconds, replies = _wave(args.port, n, max_tokens)
                 after = _counters(args.port)
-                passes, offset = _passes_since(offset)
+                passes = passes_read.since_last()
                 for i, r in enumerate(replies):
                     outputs[config].setdefault(i, r.text)
                     if outputs[config][i] != r.text:
@@ -295,7 +264,7 @@ def main() -> None:
                                   [{"prompt_tokens": r.prompt_tokens, "completion_tokens": r.tokens,
                                     "first_token_s": round(r.first_s, 4), "end_s": round(r.end_s, 4)}
                                    for r in replies],
-                                  {k: after[k] - before.get(k, 0.0) for k in after}, passes))
+                                  delta(after, before), passes))
                 print(f"{config:12s} {n:3d} clients  {waves[-1].tokens_per_s:6.1f} tok/s  "
                       f"TPOT p50 {1000 * statistics.median(waves[-1].tpots):6.0f} ms", flush=True)
         finally:

@@ -16,7 +16,8 @@ operator's loop: every 5 s the operator's own code reads Prometheus (`observing.
 (`planning.tuning.decide`) and writes the window the operator would put in the ConfigMap
 (`planning.children.runtime_config`) into the draft's watched config file. Kubernetes is left out so that only the
 decisions differ between runs (the real-node e2e tests cover the loop through a ConfigMap).
-Writes docs/benchmarks/loop.{csv,md,png}.
+Writes docs/benchmarks/loop.{csv,md,png} and loop-runs.json (every phase's requests, counter deltas and the
+target's traced passes), which `python bench/loop_sim.py` replays in DSD-Sim.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import sys
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probes import DRAFT_SAMPLES, TARGET_SAMPLES, PassTraceReader, delta, scrape
 from runtime_bench import REPO, _free_port
 
 from dsd_devcluster.prometheus import start_prometheus, stop_prometheus
@@ -110,6 +112,9 @@ class PhaseResult:
     seconds: float = 0.0
     tpots: list[float] = field(default_factory=list)
     decisions: list[str] = field(default_factory=list)
+    requests: list[dict[str, float]] = field(default_factory=list)  # prompt/completion tokens, seconds, TTFT
+    counters: dict[str, float] = field(default_factory=dict)  # the draft's and target's counter deltas
+    passes: list[list[float]] = field(default_factory=list)  # [sequences, tokens, seconds] of the target's passes
 
 
 class RuntimeConfig:
@@ -149,9 +154,21 @@ def _start_draft(target: str, config: Path) -> tuple[subprocess.Popen[bytes], in
     raise RuntimeError("the draft did not become ready")
 
 
-def _stream(http: httpx.Client, port: int, prompt: str, max_tokens: int) -> tuple[int, float, float]:
-    """(tokens, seconds, TPOT) of one greedy streamed completion."""
-    start, first, n = time.perf_counter(), None, 0
+@dataclass
+class Streamed:
+    tokens: int
+    prompt_tokens: int
+    seconds: float
+    ttft_s: float
+
+    @property
+    def tpot_s(self) -> float:
+        return (self.seconds - self.ttft_s) / max(1, self.tokens - 1)
+
+
+def _stream(http: httpx.Client, port: int, prompt: str, max_tokens: int) -> Streamed:
+    """One greedy streamed completion, timed."""
+    start, first, n, prompt_n = time.perf_counter(), None, 0, 0
     body = {"model": models.SMOLLM2_TARGET, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
             "stream": True, "stream_options": {"include_usage": True}}
     with http.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=300) as r:
@@ -160,12 +177,11 @@ def _stream(http: httpx.Client, port: int, prompt: str, max_tokens: int) -> tupl
                 continue
             chunk = json.loads(line[6:])
             if chunk.get("usage"):
-                n = int(chunk["usage"]["completion_tokens"])
+                n, prompt_n = int(chunk["usage"]["completion_tokens"]), int(chunk["usage"]["prompt_tokens"])
             elif chunk.get("choices") and first is None:
                 first = time.perf_counter()
     end = time.perf_counter()
-    tpot = (end - (first or start)) / max(1, n - 1)
-    return n, end - start, tpot
+    return Streamed(n, prompt_n, end - start, (first or end) - start)
 
 
 class Loop(threading.Thread):
@@ -193,6 +209,11 @@ class Loop(threading.Thread):
             self.config.write(window=window)
 
 
+def _counters(draft_port: int, target_metrics: str) -> dict[str, float]:
+    return {**scrape(f"http://{target_metrics}/metrics", TARGET_SAMPLES),
+            **scrape(f"http://127.0.0.1:{draft_port}/metrics", DRAFT_SAMPLES)}
+
+
 def _window(policy: str) -> dict[str, Any]:
     static = {"gamma": 4, "gamma_min": 1, "gamma_max": 4, "policy": "static", "pipelined": True, "mode": "speculate"}
     if policy == POLICIES[0]:  # mode off from the start: every request is a target-only stream
@@ -203,7 +224,7 @@ def _window(policy: str) -> dict[str, Any]:
 
 
 def run_policy(index: int, target: str, prom_url: str, targets_file: Path, target_metrics: str, work: Path,
-               phase_s: float, max_tokens: int) -> list[PhaseResult]:
+               phase_s: float, max_tokens: int, passes: PassTraceReader) -> list[PhaseResult]:
     """One policy over the whole trace; its pods are labelled as DSDDeployment `loop<index>` in Prometheus."""
     policy, name = POLICIES[index], f"{NAME}{index}"
     config = RuntimeConfig(work / "runtime.yaml", _window(policy))
@@ -225,13 +246,19 @@ def run_policy(index: int, target: str, prom_url: str, targets_file: Path, targe
             config.write(link={"delay_ms": one_way_ms})
             time.sleep(1.5)  # the draft polls its config once a second
             result = PhaseResult(policy, i, workload, 2 * one_way_ms)
+            before = _counters(port, target_metrics)
+            passes.since_last()
             deadline, k = time.monotonic() + phase_s, 0
             while time.monotonic() < deadline:
-                n, seconds, tpot = _stream(http, port, PROMPTS[workload](1000 * i + k), max_tokens)
-                result.tokens += n
-                result.seconds += seconds
-                result.tpots.append(tpot)
+                reply = _stream(http, port, PROMPTS[workload](1000 * i + k), max_tokens)
+                result.tokens += reply.tokens
+                result.seconds += reply.seconds
+                result.tpots.append(reply.tpot_s)
+                result.requests.append({"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.tokens,
+                                        "seconds": round(reply.seconds, 4), "ttft_s": round(reply.ttft_s, 4)})
                 k += 1
+            result.counters = delta(_counters(port, target_metrics), before)
+            result.passes = passes.since_last()
             result.decisions = list(log)
             log.clear()
             results.append(result)
@@ -259,8 +286,11 @@ def main() -> None:
     targets_file = work / "targets.json"
     targets_file.write_text("[]")
     tport, mport = _free_port(), _free_port()
+    trace = work / "passes.jsonl"
+    trace.unlink(missing_ok=True)
     target_proc = subprocess.Popen([sys.executable, "-m", "dsd_cli.main", "target", "--model", models.SMOLLM2_TARGET,
-                                    "--port", str(tport), "--metrics-port", str(mport), "--threads", "1"],
+                                    "--port", str(tport), "--metrics-port", str(mport), "--threads", "1",
+                                    "--pass-trace", str(trace)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     job = {"job_name": "dsd", "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "1s"}]}
     rows: list[PhaseResult] = []
@@ -268,7 +298,7 @@ def main() -> None:
         prom = start_prometheus("loop-bench", {}, 0, 1.0, extra_jobs=[job])
         for index in range(len(POLICIES)):
             rows += run_policy(index, f"127.0.0.1:{tport}", prom.url, targets_file, f"127.0.0.1:{mport}", work,
-                               phase_s, args.max_tokens)
+                               phase_s, args.max_tokens, PassTraceReader(trace))
     finally:
         stop_prometheus("loop-bench")
         target_proc.terminate()
@@ -279,6 +309,9 @@ def main() -> None:
 def _report(rows: list[PhaseResult], slo_ms: float, phase_s: float) -> None:
     out = REPO / "docs" / "benchmarks"
     out.mkdir(parents=True, exist_ok=True)
+    runs = {"phase_s": phase_s, "trace": [{"workload": w, "rtt_ms": 2 * d} for w, d in TRACE],
+            "policies": list(POLICIES), "phases": [asdict(r) for r in rows]}
+    (out / "loop-runs.json").write_text(json.dumps(runs) + "\n")  # what bench/loop_sim.py replays
     with (out / "loop.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["policy", "phase", "workload", "rtt_ms", "tokens", "seconds", "tokens_per_s", "requests",

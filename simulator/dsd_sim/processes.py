@@ -11,7 +11,8 @@ token (an empty window). Then, per round:
   while `dsd_spec.draft_ahead_pays` says the expected saving beats the cost of the step in progress;
 - hybrid: the runtime's drafting without a draft model: each step is either a target-only decode step (a share
   `hybrid.target_only_share` of the steps) or a verify round of gamma model-free proposals, which cost nothing
-  to make.
+  to make; with `hybrid.window_shares` each round's window is drawn from that measured distribution, and each
+  round also costs the draft `hybrid.round_overhead_ms`.
 A round yields accepted + 1 tokens, capped at the request's output length. Every step also spends the serving
 stack's `targets.host_overhead_ms` outside the forward pass before the session's next step is queued (queued
 for one of `targets.host_concurrency` workers when that is set).
@@ -71,7 +72,7 @@ def _prefill(ctx: Context, device: DraftDevice, target: Target, prompt: int, res
     if wait is not None:
         yield wait
     yield target.submit(0, prompt)
-    yield env.timeout(link.delay_s(env.now, ANSWER_BYTES))
+    yield env.timeout(link.delay_s(env.now, ANSWER_BYTES) + ctx.scenario.targets.request_overhead_ms / 1000)
 
 
 def session(ctx: Context, device: DraftDevice, prompt: int, output: int) -> Process:
@@ -126,10 +127,13 @@ def _target_only_step(ctx: Context, target: Target) -> Process:
 def _hybrid_steps(ctx: Context, device: DraftDevice, target: Target, produced: int, output: int
                   ) -> Generator[simpy.Event, Any, int]:
     env, m, acc, s = ctx.env, ctx.metrics, ctx.acceptance, ctx.scenario
-    link = device.link
+    link, shares = device.link, s.hybrid.window_shares
     assert isinstance(link, Link)
+    windows = list(range(1, len(shares) + 1)) if shares else []
+    round_s = s.hybrid.round_overhead_ms / 1000
     while produced < output:
-        gamma = max(0, min(s.gamma.value, output - produced - 1))
+        proposed = ctx.rng.choices(windows, shares)[0] if shares else s.gamma.value
+        gamma = max(0, min(proposed, output - produced - 1))
         if gamma == 0 or ctx.rng.random() < s.hybrid.target_only_share:
             yield from _target_only_step(ctx, target)
             produced += 1
@@ -137,7 +141,7 @@ def _hybrid_steps(ctx: Context, device: DraftDevice, target: Target, produced: i
             continue
         yield env.timeout(link.delay_s(env.now, window_bytes(gamma, s.draft_probs)))
         yield target.submit(gamma + 1)
-        yield env.timeout(link.delay_s(env.now, ANSWER_BYTES))
+        yield env.timeout(link.delay_s(env.now, ANSWER_BYTES) + round_s)
         yield from _host_step(ctx)
         n, _ = acc.accepted(gamma)
         tokens = min(n + 1, output - produced)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MODES = ("target_only", "fused", "blocking", "pipelined", "hybrid")
 
@@ -84,6 +84,9 @@ class Targets(_Model):
     host_overhead_ms: float = Field(0.0, ge=0, description=(
         "serving-stack time per step outside the forward pass (sampling, streaming, RPC handling, the API): "
         "a session's next step is queued this long after its pass ends"))
+    request_overhead_ms: float = Field(0.0, ge=0, description=(
+        "serving-stack time per request before its first token besides the prefill pass and the link (the API, "
+        "tokenising, session set-up)"))
     host_concurrency: int = Field(0, ge=0, description=(
         "how many sessions' host work runs at once; 1: one Python process (the GIL) does it for every session in "
         "turn; 0: unbounded"))
@@ -164,6 +167,19 @@ class Hybrid(_Model):
     target_only_share: float = Field(0.5, ge=0, le=1, description=(
         "share of a session's steps that are target-only decode steps; the rest are verify rounds of "
         "gamma.value proposals"))
+    window_shares: list[Annotated[float, Field(ge=0)]] | None = Field(None, description=(
+        "share of verify rounds proposing 1, 2, ... tokens (a measured window distribution: an adaptive window "
+        "varies per round); unset: every round proposes gamma.value"))
+    round_overhead_ms: float = Field(0.0, ge=0, description=(
+        "draft-side time per verify round besides the link and the pass (finding the match, the RPC's "
+        "serialisation, reading the answer)"))
+
+    @field_validator("window_shares")
+    @classmethod
+    def _shares(cls, shares: list[float] | None) -> list[float] | None:
+        if shares is not None and not sum(shares) > 0:
+            raise ValueError("needs a positive entry")
+        return shares
 
 
 class Scenario(_Model):
