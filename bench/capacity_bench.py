@@ -1,7 +1,7 @@
 """Capacity benchmark: one target serving 1..32 concurrent sessions, batched vs serialised, through `dsd serve`.
 
-    python bench/capacity_bench.py                 # 1, 4, 8, 16, 32 clients; ~25 min on a 2-core machine
-    python bench/capacity_bench.py --quick         # 1, 4, 8 clients, shorter answers (a smoke run)
+    python bench/capacity_bench.py                 # 1, 4, 8, 16, 32 clients, 3 repeats; ~15 min on 2 cores
+    python bench/capacity_bench.py --quick         # 1, 4, 8 clients, shorter answers, 1 repeat (a smoke run)
     python bench/capacity_bench.py --load-only     # only the bounded load test below (~3 min)
 
 What a user runs: `dsd serve` (target and draft processes over gRPC, the OpenAI API), SmolLM2-135M-Instruct
@@ -12,7 +12,11 @@ that quotes its prompt). Configurations, side by side in one run:
   - serialised:  `--no-batching`, one session per forward pass (the behaviour before batching);
   - target-only: batched, `--proposer none`: every session is a target-only stream (no speculation).
 Aggregate tokens/s = all completion tokens / wall time of the wave; TPOT per request = (last - first token)
-/ (tokens - 1). Every output is compared token for token with the serialised run's and, for the first
+/ (tokens - 1). This machine's speed drifts by tens of percent within minutes, so the whole comparison runs
+`--repeats` times (each repeat starts every configuration afresh, in turn, with the client counts in
+alternating order) and the table gives medians: tokens/s per cell, and each ratio computed within a repeat
+(batched / 1 client: the same server minutes apart; batched / serialised: the repeat's two servers). Every
+output is compared token for token with the serialised run's and, for the first
 prompts, with the target decoding alone in this process. Writes docs/benchmarks/capacity.{csv,md,png}.
 
 Bounded load test: 64 clients for 60 s against a target limited to 16 sessions (`--max-sessions 16`), each
@@ -83,6 +87,7 @@ class Wave:
     seconds: float
     tpots: list[float]
     statuses: list[int]
+    repeat: int = 0
     requests: list[dict[str, int]] = field(default_factory=list)
     counters: dict[str, float] = field(default_factory=dict)
     passes: list[list[float]] = field(default_factory=list)  # [sequences, tokens, seconds] of every pass
@@ -235,6 +240,8 @@ def main() -> None:
     parser.add_argument("--load-only", action="store_true")
     parser.add_argument("--no-load", action="store_true", help="skip the bounded load test")
     parser.add_argument("--port", type=int, default=18300)
+    parser.add_argument("--repeats", type=int, default=0, help="repeats of the whole comparison (default 3; "
+                        "--quick: 1)")
     args = parser.parse_args()
     if args.load_only:
         load_test(args.port)
@@ -243,38 +250,48 @@ def main() -> None:
     max_tokens = 24 if args.quick else 48
     waves: list[Wave] = []
     outputs: dict[str, dict[int, str]] = {}
-    for config in CONFIGS:
-        proc = _serve(config, args.port)
-        try:
-            _wave(args.port, 1, 8)  # warm-up, not measured
-            outputs[config] = {}
-            passes_read = PassTraceReader(PASS_TRACE)
-            passes_read.since_last()
-            for n in counts:
-                before = _counters(args.port)
-                seconds, replies = _wave(args.port, n, max_tokens)
-                after = _counters(args.port)
-                passes = passes_read.since_last()
-                for i, r in enumerate(replies):
-                    outputs[config].setdefault(i, r.text)
-                    if outputs[config][i] != r.text:
-                        raise SystemExit(f"{config}: prompt {i} answered differently at {n} clients")
-                waves.append(Wave(config, n, sum(r.tokens for r in replies), seconds,
-                                  [r.tpot_s for r in replies], [200] * len(replies),
-                                  [{"prompt_tokens": r.prompt_tokens, "completion_tokens": r.tokens,
-                                    "first_token_s": round(r.first_s, 4), "end_s": round(r.end_s, 4)}
-                                   for r in replies],
-                                  delta(after, before), passes))
-                print(f"{config:12s} {n:3d} clients  {waves[-1].tokens_per_s:6.1f} tok/s  "
-                      f"TPOT p50 {1000 * statistics.median(waves[-1].tpots):6.0f} ms", flush=True)
-        finally:
-            proc.terminate()
-            proc.wait(60)
+    repeats = args.repeats or (1 if args.quick else 3)
+    for repeat in range(repeats):
+        for config in CONFIGS:
+            waves += _measure(config, repeat, counts if repeat % 2 == 0 else counts[::-1], max_tokens, args.port,
+                              outputs.setdefault(config, {}))
     identical = all(outputs[c] == outputs["serialised"] for c in CONFIGS)
     checked = _check_target_alone(outputs["serialised"], max_tokens, 4)
     _report(waves, counts, identical, checked)
     if not args.quick and not args.no_load:
         load_test(args.port)
+
+
+def _measure(config: str, repeat: int, counts: list[int], max_tokens: int, port: int,
+             outputs: dict[int, str]) -> list[Wave]:
+    """One configuration's waves on a fresh `dsd serve`; every answer must equal the first one seen for its prompt."""
+    waves = []
+    proc = _serve(config, port)
+    try:
+        _wave(port, 1, 8)  # warm-up, not measured
+        passes_read = PassTraceReader(PASS_TRACE)
+        passes_read.since_last()
+        for n in counts:
+            before = _counters(port)
+            seconds, replies = _wave(port, n, max_tokens)
+            after = _counters(port)
+            passes = passes_read.since_last()
+            for i, r in enumerate(replies):
+                outputs.setdefault(i, r.text)
+                if outputs[i] != r.text:
+                    raise SystemExit(f"{config}: prompt {i} answered differently at {n} clients")
+            waves.append(Wave(config, n, sum(r.tokens for r in replies), seconds,
+                              [r.tpot_s for r in replies], [200] * len(replies), repeat,
+                              [{"prompt_tokens": r.prompt_tokens, "completion_tokens": r.tokens,
+                                "first_token_s": round(r.first_s, 4), "end_s": round(r.end_s, 4)}
+                               for r in replies],
+                              delta(after, before), passes))
+            print(f"repeat {repeat} {config:12s} {n:3d} clients  {waves[-1].tokens_per_s:6.1f} tok/s  "
+                  f"TPOT p50 {1000 * statistics.median(waves[-1].tpots):6.0f} ms", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    return waves
 
 
 def _target_alone_texts(prompts: list[int], max_tokens: int) -> dict[int, str]:
@@ -306,22 +323,34 @@ def _report(waves: list[Wave], counts: list[int], identical: bool, checked: int)
     OUT.mkdir(parents=True, exist_ok=True)
     with (OUT / "capacity.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["config", "clients", "tokens", "seconds", "tokens_per_s", "tpot_p50_ms", "tpot_p95_ms"])
+        w.writerow(["config", "clients", "repeat", "tokens", "seconds", "tokens_per_s", "tpot_p50_ms",
+                    "tpot_p95_ms"])
         for v in waves:
-            w.writerow([v.config, v.clients, v.tokens, f"{v.seconds:.2f}", f"{v.tokens_per_s:.2f}",
+            w.writerow([v.config, v.clients, v.repeat, v.tokens, f"{v.seconds:.2f}", f"{v.tokens_per_s:.2f}",
                         f"{1000 * _pct(v.tpots, 50):.0f}", f"{1000 * _pct(v.tpots, 95):.0f}"])
     (OUT / "capacity-runs.json").write_text(json.dumps(
         [{**asdict(v), "tpots": [round(t, 4) for t in v.tpots]} for v in waves], indent=1) + "\n")
-    rate = {(v.config, v.clients): v.tokens_per_s for v in waves}
+    repeats = sorted({v.repeat for v in waves})
+    rate = {(v.config, v.clients, v.repeat): v.tokens_per_s for v in waves}
+
+    def ratio(a: tuple[str, int], b: tuple[str, int]) -> str:
+        each = sorted(rate[(*a, r)] / rate[(*b, r)] for r in repeats)
+        spread = f" ({each[0]:.2f}-{each[-1]:.2f})" if len(each) > 1 else ""
+        return f"{statistics.median(each):.2f}x{spread}"
+
     lines = ["| clients | " + " | ".join(f"{c} tok/s (TPOT p50/p95 ms)" for c in CONFIGS)
              + " | batched / serialised | batched / 1 client |", "|---" * (len(CONFIGS) + 3) + "|"]
     for n in counts:
         cells = []
         for c in CONFIGS:
-            v = next(x for x in waves if x.config == c and x.clients == n)
-            cells.append(f"{v.tokens_per_s:.1f} ({1000 * _pct(v.tpots, 50):.0f}/{1000 * _pct(v.tpots, 95):.0f})")
-        lines.append(f"| {n} | " + " | ".join(cells) + f" | {rate['batched', n] / rate['serialised', n]:.2f}x | "
-                     f"{rate['batched', n] / rate['batched', 1]:.2f}x |")
+            mine = [x for x in waves if x.config == c and x.clients == n]
+            tpots = [t for x in mine for t in x.tpots]
+            cells.append(f"{statistics.median(x.tokens_per_s for x in mine):.1f} "
+                         f"({1000 * _pct(tpots, 50):.0f}/{1000 * _pct(tpots, 95):.0f})")
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {ratio(('batched', n), ('serialised', n))} | "
+                     f"{ratio(('batched', n), ('batched', 1))} |")
+    lines += ["", f"Medians over {len(repeats)} repeat(s); ratios: median over the repeats of the ratio within each "
+              "repeat (its range in brackets)."]
     lines += ["", f"Outputs identical across configurations and client counts: {identical}; the first {checked} "
               "prompts equal the target decoding alone."]
     text = "\n".join(lines)
@@ -343,9 +372,9 @@ def _plot(waves: list[Wave], counts: list[int]) -> None:
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     for c in CONFIGS:
-        mine = [next(v for v in waves if v.config == c and v.clients == n) for n in counts]
-        a.plot(counts, [v.tokens_per_s for v in mine], marker="o", label=c)
-        b.plot(counts, [1000 * _pct(v.tpots, 50) for v in mine], marker="o", label=c)
+        mine = [[v for v in waves if v.config == c and v.clients == n] for n in counts]
+        a.plot(counts, [statistics.median(v.tokens_per_s for v in cell) for cell in mine], marker="o", label=c)
+        b.plot(counts, [1000 * _pct([t for v in cell for t in v.tpots], 50) for cell in mine], marker="o", label=c)
     a.set_xlabel("concurrent clients")
     a.set_ylabel("aggregate tokens/s")
     b.set_xlabel("concurrent clients")

@@ -77,6 +77,8 @@ def register(app: typer.Typer) -> None:
         batching: bool = typer.Option(True, help="--no-batching: one session per forward pass (serialised)."),
         pass_trace: str = typer.Option("", help="Append one JSON line per forward pass (sequences, tokens, "
                                        "seconds) to this file: for fitting cost models."),
+        gather_ms: float = typer.Option(5.0, min=0.0, help="A pass waits up to this long (at most a fifth of the "
+                                        "last pass) for the last pass's sessions to queue again."),
         threads: int = typer.Option(0, help="torch threads (0=auto)."),
         device: str = DEVICE, dtype: str = DTYPE,
         tls_cert: Path | None = TLS_CERT, tls_key: Path | None = TLS_KEY,
@@ -91,7 +93,7 @@ def register(app: typer.Typer) -> None:
 
         logging.basicConfig(level=logging.INFO)
         settings = TargetSettings(max_sessions, max_cached_tokens, idle_ttl_s, max_window, max_pending, max_kv_bytes,
-                                  max_batch_tokens, batching, pass_trace)
+                                  max_batch_tokens, batching, pass_trace, gather_ms)
         _check_dtype(dtype)
         tls = _tls_files(tls_cert, tls_key, tls_client_ca, "--tls-client-ca")
         run_target(model, f"{host}:{port}", metrics_port, settings, threads or None, device=device, dtype=dtype,

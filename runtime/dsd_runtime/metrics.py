@@ -64,6 +64,10 @@ class DraftMetrics:
             "dsd_target_only_token_seconds", "Time between tokens of a target-only stream, as the draft receives "
             "them: what the target decoding alone delivers (the bar speculation must beat).",
             buckets=_LATENCY_BUCKETS, registry=registry)
+        self.position_price = Gauge(
+            "dsd_position_price_seconds", "The target's latest position price: charged per position beyond the "
+            "first when a window is priced (0 when the target serves this draft's session alone).",
+            registry=registry)
         self.empty_rounds = Counter("dsd_empty_rounds_total",
                                     "Rounds with nothing drafted (the target decoded one token alone).",
                                     registry=registry)
@@ -97,6 +101,10 @@ class TargetMetrics:
                                       buckets=(1, 4, 16, 64, 256, 1024, 4096), registry=registry)
         self.pass_seconds = Histogram("dsd_target_forward_pass_seconds", "Wall time of one packed forward pass.",
                                       buckets=_LATENCY_BUCKETS, registry=registry)
+        self.position_price = Gauge(
+            "dsd_target_position_price_seconds", "What one more position in a forward pass costs the other "
+            "sessions sharing it (marginal seconds per token x other sessions per pass), as last reported to a "
+            "draft.", registry=registry)
 
     def observe_pass(self, sequences: int, tokens: int, seconds: float) -> None:
         self.batch_sequences.observe(sequences)

@@ -32,7 +32,7 @@ from dsd_spec.expectation import (
     optimal_gamma_colocated,
     walltime_factor_colocated,
 )
-from dsd_spec.window import Ema, WindowBounds, WindowEstimator, best_prefix, choose_gamma
+from dsd_spec.window import Ema, WindowBounds, WindowEstimator, best_prefix, choose_gamma, priced_wait
 
 __all__ = [
     "AcceptanceStats",
@@ -49,6 +49,7 @@ __all__ = [
     "goodput_tokens_per_s",
     "offload_capacity_gain",
     "optimal_gamma_colocated",
+    "priced_wait",
     "round_time_s",
     "survival_probability",
     "walltime_factor_colocated",

@@ -69,6 +69,19 @@ def best_prefix(confidence: Sequence[float], calibration: float, wait: costs_mod
     return best_k, best
 
 
+def priced_wait(wait_s: float, positions: int, position_price_s: float) -> float:
+    """A round's wait as the whole target pays it: the session's own wait plus, per position beyond the first,
+    what that position costs the other sessions in the pass (position_price_s = marginal pass seconds per
+    token x other sessions per pass).
+
+    Why beyond the first: with B sessions decoding one token each per pass of t seconds, one session's window of
+    k proposals makes every pass k * s slower (s: marginal seconds per token) and yields E(k) tokens instead of
+    1, so the target's total rate grows iff (E(k) - 1) * t > B * s * k. Charging the session's own wait
+    t + k * s an extra (B - 1) * s * k gives E(k) / (t + B * s * k) > 1 / t: the same condition.
+    """
+    return wait_s + position_price_s * max(0, positions - 1)
+
+
 class Ema:
     """Exponential moving average; `value` is None until the first sample."""
 
@@ -88,12 +101,18 @@ class WindowEstimator:
     Shared by the runtime's WindowController (under its lock) and DSD-Sim's window policies, so both decide
     alike: per-position acceptance, the draft step time, and the send-to-answer wait (network + queueing + verify)
     per number of positions verified. Waits are known only for windows already used, hence `max_step=1`.
+
+    A target that packs many sessions into each forward pass also reports a position price: what one more
+    position in its passes costs the sessions sharing them. Every position beyond the first is charged that
+    price, so a window pays only when it beats the target decoding one token for everyone, not just for this
+    session (see `priced_wait`).
     """
 
     def __init__(self, max_positions: int = 33, decay: float = 0.995) -> None:
         self.acceptance = AcceptanceStats(max_positions=max_positions, decay=decay)
         self.step_s = Ema()
         self.wait_s: dict[int, Ema] = {}  # positions verified (gamma + 1) -> smoothed wait
+        self.position_price_s = 0.0  # the target's latest report; 0 when it serves this session alone
 
     def observe(self, gamma: int, num_accepted: int, step_s: float | None, wait_s: float) -> None:
         self.acceptance.observe(gamma, num_accepted)
@@ -108,8 +127,13 @@ class WindowEstimator:
             ema = self.wait_s[positions] = Ema()
         ema.update(wait_s)
 
+    def observe_price(self, position_price_s: float) -> None:
+        self.position_price_s = max(0.0, position_price_s)
+
     def wait_model(self) -> costs_mod.VerifyCostModel | None:
-        points = tuple(sorted((k, e.value) for k, e in self.wait_s.items() if e.value is not None))
+        """The measured wait per positions verified, each position beyond the first charged the price."""
+        points = tuple(sorted((k, priced_wait(e.value, k, self.position_price_s))
+                              for k, e in self.wait_s.items() if e.value is not None))
         return costs_mod.VerifyCostModel(points) if points else None
 
     def goodput(self, gamma: int, pipelined: bool) -> float | None:
@@ -122,10 +146,10 @@ class WindowEstimator:
 
     def best_gamma(self, bounds: WindowBounds, pipelined: bool, current: int) -> int:
         """The goodput-optimal window within one step of `current`; `current` until something is measured."""
-        if self.step_s.value is None or not self.wait_s:
+        wait = self.wait_model()
+        if self.step_s.value is None or wait is None:
             return current
-        points = tuple(sorted((k, e.value) for k, e in self.wait_s.items() if e.value is not None))
-        costs = costs_mod.RoundCosts(self.step_s.value, costs_mod.VerifyCostModel(points), 0.0)
+        costs = costs_mod.RoundCosts(self.step_s.value, wait, 0.0)
         alphas = self.acceptance.alpha_by_position(bounds.gamma_max + 1)
         return choose_gamma(costs, alphas, bounds, pipelined, current, max_step=1)
 

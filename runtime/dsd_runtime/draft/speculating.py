@@ -162,6 +162,9 @@ class Speculator:
                 response = self._result(future, resend, stats)
                 round_trip_s = time.perf_counter() - t0
                 send_context = False
+                self.window.observe_price(response.position_price_seconds)
+                if self.metrics is not None:
+                    self.metrics.position_price.set(response.position_price_seconds)
                 n, nxt = response.num_accepted, response.next_token
                 step_s = stats.draft_seconds / stats.draft_steps if stats.draft_steps else None
                 if not first_round:  # the prefill round's wait is a prefill's, not a round's

@@ -82,6 +82,11 @@ class WindowController:
         with self._lock:
             self.estimator.observe_wait(positions, wait_s)
 
+    def observe_price(self, position_price_s: float) -> None:
+        """The target's latest position price (VerifyResponse.position_price_seconds), shared by all requests."""
+        with self._lock:
+            self.estimator.observe_price(position_price_s)
+
     def wait_model(self) -> VerifyCostModel | None:
         with self._lock:
             return self.estimator.wait_model()

@@ -30,6 +30,7 @@ from dsd_runtime.errors import DsdError, Overloaded
 from dsd_runtime.metrics import TargetMetrics
 from dsd_runtime.target.backend import BatchedTransformersBackend
 from dsd_runtime.target.pass_trace import PassTrace
+from dsd_runtime.target.pricing import PositionPricing
 from dsd_runtime.target.sessions import SessionStore
 from dsd_runtime.target.verifying import Verifier, VerifyInput, VerifyOutput
 from dsd_spec.sampling import SamplingParams
@@ -56,6 +57,7 @@ class TargetSettings:
     max_batch_tokens: int = 1024
     batching: bool = True
     pass_trace: str = ""  # a JSONL file: one line per forward pass (dsd_runtime.target.pass_trace)
+    gather_ms: float = 5.0  # a pass waits this long at most (and a fifth of the last) for the last pass's sessions
 
     @property
     def grpc_workers(self) -> int:
@@ -87,9 +89,16 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
         self.settings = settings
         self.metrics = metrics
         self.pass_trace = PassTrace(Path(settings.pass_trace), metrics.observe_pass) if settings.pass_trace else None
-        on_pass: PassObserver = self.pass_trace or metrics.observe_pass
+        self.pricing = PositionPricing()
+        record: PassObserver = self.pass_trace or metrics.observe_pass
+
+        def on_pass(sequences: int, tokens: int, seconds: float) -> None:
+            self.pricing(sequences, tokens, seconds)
+            record(sequences, tokens, seconds)
+
         self.batcher = BatchingLM(model.lm, settings.max_batch_tokens,
-                                  settings.max_pending if settings.batching else 1, on_pass=on_pass)
+                                  settings.max_pending if settings.batching else 1, on_pass=on_pass,
+                                  gather_s=settings.gather_ms / 1000)
         backend = BatchedTransformersBackend(self.batcher)
         max_kv_bytes = settings.max_kv_bytes or settings.max_cached_tokens * backend.kv_bytes_per_token
         self.store = SessionStore(settings.max_sessions, max_kv_bytes, settings.idle_ttl_s,
@@ -101,9 +110,12 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
     def Verify(self, request: dsd_pb2.VerifyRequest, context: grpc.ServicerContext) -> dsd_pb2.VerifyResponse:
         out = self._round(_input_from(request), context)
         self._observe(len(request.draft_tokens), out)
+        price = self.pricing.price_s()
+        self.metrics.position_price.set(price)
         return dsd_pb2.VerifyResponse(need_context=out.need_context, num_accepted=out.num_accepted,
                                       next_token=out.next_token, verify_seconds=out.seconds,
-                                      reprefilled=out.reprefilled, logprobs=_logprobs_to_proto(out))
+                                      reprefilled=out.reprefilled, logprobs=_logprobs_to_proto(out),
+                                      position_price_seconds=price)
 
     def Decode(self, request: dsd_pb2.DecodeRequest, context: grpc.ServicerContext) -> Iterator[dsd_pb2.DecodeChunk]:
         """Target-only mode: empty-window rounds run back to back here, each streamed as it is made.

@@ -89,20 +89,22 @@ class TokenLogprob(_message.Message):
     def __init__(self, token_id: _Optional[int] = ..., logprob: _Optional[float] = ..., top_token_ids: _Optional[_Iterable[int]] = ..., top_logprobs: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("need_context", "num_accepted", "next_token", "verify_seconds", "reprefilled", "logprobs")
+    __slots__ = ("need_context", "num_accepted", "next_token", "verify_seconds", "reprefilled", "logprobs", "position_price_seconds")
     NEED_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     NUM_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     NEXT_TOKEN_FIELD_NUMBER: _ClassVar[int]
     VERIFY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     REPREFILLED_FIELD_NUMBER: _ClassVar[int]
     LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    POSITION_PRICE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     need_context: bool
     num_accepted: int
     next_token: int
     verify_seconds: float
     reprefilled: bool
     logprobs: _containers.RepeatedCompositeFieldContainer[TokenLogprob]
-    def __init__(self, need_context: _Optional[bool] = ..., num_accepted: _Optional[int] = ..., next_token: _Optional[int] = ..., verify_seconds: _Optional[float] = ..., reprefilled: _Optional[bool] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ...) -> None: ...
+    position_price_seconds: float
+    def __init__(self, need_context: _Optional[bool] = ..., num_accepted: _Optional[int] = ..., next_token: _Optional[int] = ..., verify_seconds: _Optional[float] = ..., reprefilled: _Optional[bool] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., position_price_seconds: _Optional[float] = ...) -> None: ...
 
 class CloseSessionRequest(_message.Message):
     __slots__ = ("session_id",)
