@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 NAME = "loop"
 INTERVAL_S = 5
+EVENT_S = 30  # kopf posts Events from a background queue: one may follow the state change it reports
 PARAGRAPH = ("The committee met on Tuesday to review the harbour project. It approved the budget for the new "
              "breakwater, asked the engineers for a revised schedule, and postponed the decision on the ferry "
              "terminal until the environmental survey is complete in the spring.")
@@ -151,7 +152,7 @@ def test_a_workload_shift_moves_the_window_and_the_mode_and_back(loop: Dsd):
         raised = wait_for(lambda: (s := _speculation(loop)).get("gamma", 0) > start and s, 180,
                           "the loop raising the window on grounded prompts", interval_s=1)
     assert raised["reason"] == "WindowRaised" and raised["mode"] == "speculate"
-    assert _tuned_events(loop, "WindowRaised"), "each decision is an Event"
+    wait_for(lambda: _tuned_events(loop, "WindowRaised"), EVENT_S, "each decision is an Event", interval_s=0.5)
     config = loop.cluster.core.read_namespaced_config_map(f"{NAME}-runtime", loop.namespace).data["runtime.yaml"]
     assert f"gamma_max: {raised['gamma']}" in config, "the decision reached the runtime ConfigMap"
 
@@ -172,7 +173,7 @@ def test_a_workload_shift_moves_the_window_and_the_mode_and_back(loop: Dsd):
         except AssertionError as e:  # say what the loop saw instead of "False"
             raise AssertionError(f"{e}; the loop's last decision: {seen}") from None
     assert off["reason"] == "SpeculationDoesNotPay" and "for the target alone" in off["message"]
-    assert _tuned_events(loop, "mode off")
+    wait_for(lambda: _tuned_events(loop, "mode off"), EVENT_S, "the mode change's Event", interval_s=0.5)
 
     # The link is fast again and prompts are grounded: after probeAfterSeconds the loop speculates again and stays.
     loop.patch_spec(NAME, {"draft": {"args": []}})
@@ -201,6 +202,7 @@ def test_sustained_load_above_the_slo_scales_the_target_up_and_back_down(loop: D
                  "two target pods Ready", interval_s=2)
         assert replicas() == 2, "never above maxReplicas"
     wait_for(lambda: replicas() == 1, 180, "the target scaled back down without load", interval_s=1)
+    wait_for(lambda: len(loop.events("Autoscaled")) >= 2, EVENT_S, "the scale-down's Event", interval_s=0.5)
     scaled = [e.message for e in loop.events("Autoscaled")]
     assert len(scaled) == 2 and "1 -> 2" in scaled[0] + scaled[1] and "2 -> 1" in scaled[0] + scaled[1], scaled
     assert (_status(loop).get("scaling") or {}).get("target", {}).get("lastScaleTime")
@@ -217,7 +219,8 @@ def test_drafts_leave_a_node_whose_kubelet_stopped_within_60_s(loop: Dsd):
         moved = wait_for(lambda: [p for p in _ready_drafts(loop) if p.spec.node_name != node], 60,
                          f"a Ready draft on another edge node than {node}", interval_s=1)
         assert moved[0].spec.node_name.startswith("edge-")
-        assert [e for e in loop.events("DraftsMoved") if node in e.message]
+        wait_for(lambda: [e for e in loop.events("DraftsMoved") if node in e.message], EVENT_S, "the move's Event",
+                 interval_s=0.5)
         avoided = (_status(loop).get("placement") or {}).get("avoidedNodes") or []
         assert [a["node"] for a in avoided] == [node]
     finally:
@@ -237,7 +240,7 @@ def test_prometheus_down_keeps_the_last_decision_and_recovers(loop: Dsd):
         assert cond["reason"] == "PrometheusUnreachable" and "keeping gamma" in cond["message"]
         after = _speculation(loop)
         assert (after["gamma"], after["mode"], after["since"]) == (before["gamma"], before["mode"], before["since"])
-        assert [e for e in loop.events("PrometheusUnreachable")], "the outage is an Event"
+        wait_for(lambda: loop.events("PrometheusUnreachable"), EVENT_S, "the outage is an Event", interval_s=0.5)
     finally:
         resume_prometheus(handle.prometheus_name)
     loop.wait_condition(NAME, "MetricsAvailable", "True", timeout_s=6 * INTERVAL_S)

@@ -175,7 +175,8 @@ def test_the_edge_clusters_drafts_get_a_window_of_their_own_from_its_prometheus(
     assert raised["metricsAvailable"] is True and raised["speculation"]["reason"] == "WindowRaised", raised
     assert [s["node"] for s in raised["metrics"]["sites"]] == ["site-0"], "its drafts, seen by its Prometheus"
     gamma = raised["speculation"]["gamma"]
-    assert [e for e in placed.events("SpeculationTuned") if e.message.startswith(f"cluster {EDGE}: gamma ")]
+    wait_for(lambda: [e for e in placed.events("SpeculationTuned") if e.message.startswith(f"cluster {EDGE}: gamma ")],
+             30, "the edge cluster's decision as an Event (kopf posts Events in the background)", interval_s=0.5)
     edge_config = wait_for(lambda: (c := edge_cluster.info.core.read_namespaced_config_map(
         f"{NAME}-runtime", namespace).data["runtime.yaml"]) and f"gamma_max: {gamma}" in c and c, 60,
         "the edge's ConfigMap carrying its window")
