@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
-from probes import DRAFT_SAMPLES, TARGET_SAMPLES, PassTraceReader, delta, scrape
+from probes import PassTraceReader, counters, delta
 
 from dsd_runtime.common import models
 
@@ -148,8 +148,7 @@ def _wave(port: int, clients: int, max_tokens: int, first: int = 0) -> tuple[flo
 
 
 def _counters(port: int) -> dict[str, float]:
-    return {**scrape(f"http://127.0.0.1:{port + 1}/metrics", TARGET_SAMPLES),
-            **scrape(f"http://127.0.0.1:{port}/metrics", DRAFT_SAMPLES)}
+    return counters(f"127.0.0.1:{port + 1}", f"127.0.0.1:{port}")
 
 
 PASS_TRACE = Path("/tmp/dsd-capacity-passes.jsonl")

@@ -39,7 +39,7 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from probes import DRAFT_SAMPLES, TARGET_SAMPLES, PassTraceReader, delta, scrape
+from probes import PassTraceReader, counters, delta
 from runtime_bench import REPO, _free_port
 
 from dsd_devcluster.prometheus import start_prometheus, stop_prometheus
@@ -209,11 +209,6 @@ class Loop(threading.Thread):
             self.config.write(window=window)
 
 
-def _counters(draft_port: int, target_metrics: str) -> dict[str, float]:
-    return {**scrape(f"http://{target_metrics}/metrics", TARGET_SAMPLES),
-            **scrape(f"http://127.0.0.1:{draft_port}/metrics", DRAFT_SAMPLES)}
-
-
 def _window(policy: str) -> dict[str, Any]:
     static = {"gamma": 4, "gamma_min": 1, "gamma_max": 4, "policy": "static", "pipelined": True, "mode": "speculate"}
     if policy == POLICIES[0]:  # mode off from the start: every request is a target-only stream
@@ -246,7 +241,7 @@ def run_policy(index: int, target: str, prom_url: str, targets_file: Path, targe
             config.write(link={"delay_ms": one_way_ms})
             time.sleep(1.5)  # the draft polls its config once a second
             result = PhaseResult(policy, i, workload, 2 * one_way_ms)
-            before = _counters(port, target_metrics)
+            before = counters(target_metrics, f"127.0.0.1:{port}")
             passes.since_last()
             deadline, k = time.monotonic() + phase_s, 0
             while time.monotonic() < deadline:
@@ -257,7 +252,7 @@ def run_policy(index: int, target: str, prom_url: str, targets_file: Path, targe
                 result.requests.append({"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.tokens,
                                         "seconds": round(reply.seconds, 4), "ttft_s": round(reply.ttft_s, 4)})
                 k += 1
-            result.counters = delta(_counters(port, target_metrics), before)
+            result.counters = delta(counters(target_metrics, f"127.0.0.1:{port}"), before)
             result.passes = passes.since_last()
             result.decisions = list(log)
             log.clear()

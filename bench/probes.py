@@ -33,6 +33,12 @@ def scrape(url: str, wanted: dict[str, str]) -> dict[str, float]:
     return values
 
 
+def counters(target_metrics: str, draft_metrics: str) -> dict[str, float]:
+    """The target's and the draft's samples (host:port of each /metrics)."""
+    return {**scrape(f"http://{target_metrics}/metrics", TARGET_SAMPLES),
+            **scrape(f"http://{draft_metrics}/metrics", DRAFT_SAMPLES)}
+
+
 def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
     return {k: after[k] - before.get(k, 0.0) for k in after}
 

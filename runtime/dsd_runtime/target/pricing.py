@@ -54,11 +54,13 @@ class PositionPricing:
     @property
     def sequences_per_pass(self) -> float:
         with self._lock:
-            return self._sequences / self._passes if self._passes else 0.0
+            return self._mean_sequences()
 
     def price_s(self) -> float:
         """Seconds one more position in a pass costs the other sessions in it (0 when a session is alone)."""
         with self._lock:
-            others = self._sequences / self._passes - 1.0 if self._passes else 0.0
-            return self._slope * max(0.0, others)
+            return self._slope * max(0.0, self._mean_sequences() - 1.0)
+
+    def _mean_sequences(self) -> float:  # under the lock
+        return self._sequences / self._passes if self._passes else 0.0
 
