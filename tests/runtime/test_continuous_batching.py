@@ -3,13 +3,14 @@ callers get what they would get alone, long prefills are chunked, and a failed p
 
 from __future__ import annotations
 
+import copy
 import threading
 
 import pytest
 import torch
 
 from dsd_runtime.common.batching import BatchingLM
-from dsd_runtime.common.lm import ForwardItem
+from dsd_runtime.common.lm import CausalLM, ForwardItem, head_rows
 
 
 def _full_logits(lm, ids: list[int]) -> torch.Tensor:
@@ -96,3 +97,37 @@ def test_a_failed_pass_leaves_every_sequence_as_it_was(loaded):
         batcher.close()
     assert seq.length == 3
     assert torch.allclose(lm.forward(seq, [4], 1).double(), _full_logits(lm, [1, 2, 3, 4])[-1:], atol=1e-10)
+
+
+@pytest.mark.parametrize(("rows", "dtype", "device", "padded"), [
+    (1, torch.float32, "cpu", 1), (2, torch.float32, "cpu", 4), (3, torch.float32, "cpu", 4),
+    (4, torch.float32, "cpu", 4), (5, torch.float32, "cpu", 5), (6, torch.float32, "cpu", 8),
+    (7, torch.float32, "cpu", 8), (11, torch.float32, "cpu", 12), (13, torch.float32, "cpu", 13),
+    (14, torch.float32, "cpu", 14), (3, torch.bfloat16, "cpu", 3), (3, torch.float64, "cpu", 3),
+    (3, torch.float32, "cuda", 3),
+])
+def test_head_rows_pads_only_the_slow_fp32_cpu_row_counts(rows, dtype, device, padded):
+    assert head_rows(rows, dtype, torch.device(device)) == padded
+
+
+def test_fp32_padded_head_rows_and_grouped_attention_change_no_logit(loaded):
+    """float32 (where rows are padded) and the grouped-query path against SDPA's own: same logits, in rounding."""
+    model = copy.deepcopy(loaded["target"].lm.model).float()
+    lm = CausalLM(model, "fp32")
+    assert model.config.num_attention_heads != model.config.num_key_value_heads  # the grouped path is taken
+    gen = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(0, 256, (n,), generator=gen).tolist() for n in (6, 9, 4)]
+    windows = [[3, 1, 4], [1], [5, 9]]  # 6 rows kept: padded to 8
+
+    def run(pad: bool, expand: bool) -> list[torch.Tensor]:
+        lm.pad_head_rows, lm.expand_kv = pad, expand
+        seqs = [lm.new_sequence() for _ in prompts]
+        lm.forward_many([ForwardItem(s, p, 1) for s, p in zip(seqs, prompts, strict=True)])
+        return lm.forward_many([ForwardItem(s, w, len(w)) for s, w in zip(seqs, windows, strict=True)])
+
+    plain, tuned = run(False, True), run(True, False)
+    for p, w, a, b in zip(prompts, windows, plain, tuned, strict=True):
+        assert a.shape == b.shape == (len(w), lm.vocab_size)
+        assert torch.allclose(a, b, atol=1e-5)
+        ref = _full_logits(lm, p + w)[len(p):].float()
+        assert torch.allclose(b, ref, atol=1e-4)

@@ -29,6 +29,18 @@ PACKED_ATTENTION = "dsd_packed"
 _GROWTH_QUANTUM = 64  # KV capacity is a multiple of this many positions
 
 
+def head_rows(rows: int, dtype: torch.dtype, device: torch.device) -> int:
+    """How many rows to project onto the vocabulary when `rows` are wanted (the extra rows are repeats, dropped).
+
+    float32 on a CPU: the vocabulary projection of 2-3 (6-7, 10-11) rows takes a slower kernel than 4 (8, 12)
+    rows, so those are padded up to the next multiple of 4 (SmolLM2's 49,152 x 576 head, 2 threads: 3 rows
+    15.8 ms, 4 rows 8.4 ms; bench/pass_bench.py). One row, other dtypes and GPUs are left alone.
+    """
+    if device.type != "cpu" or dtype != torch.float32 or rows > 12 or rows % 4 < 2:
+        return rows
+    return rows + 4 - rows % 4
+
+
 @dataclass
 class KVSequence:
     """One sequence's KV cache: per layer a key and a value buffer [kv_heads, capacity, head_dim].
@@ -92,6 +104,7 @@ class _Segment:
 @dataclass(frozen=True)
 class _PackingPlan:
     segments: tuple[_Segment, ...]
+    expand_kv: bool = False  # SDPA's own grouped-query path (expands K/V): only to measure what grouping saves
 
 
 def _packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -102,13 +115,23 @@ def _packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     layer = module.layer_idx
-    gqa = query.shape[1] != key.shape[1]
+    heads, kv_heads, head_dim = query.shape[1], key.shape[1], query.shape[3]
+    groups = heads // kv_heads
     outputs = []
     for seg in dsd_plan.segments:
         k_all, v_all = seg.seq.write(layer, key[0, :, seg.start:seg.stop], value[0, :, seg.start:seg.stop])
-        outputs.append(F.scaled_dot_product_attention(
-            query[:, :, seg.start:seg.stop], k_all.unsqueeze(0), v_all.unsqueeze(0), attn_mask=seg.mask,
-            scale=scaling, enable_gqa=gqa))
+        n = seg.stop - seg.start
+        # Grouped-query attention without expanding K/V: the `groups` query heads that share a KV head (heads
+        # kv * groups + g, as transformers' repeat_kv orders them) become rows of one query block against it.
+        if dsd_plan.expand_kv:
+            outputs.append(F.scaled_dot_product_attention(
+                query[:, :, seg.start:seg.stop], k_all.unsqueeze(0), v_all.unsqueeze(0), attn_mask=seg.mask,
+                scale=scaling, enable_gqa=groups > 1))
+            continue
+        q = query[0, :, seg.start:seg.stop].reshape(kv_heads, groups * n, head_dim)
+        mask = seg.mask.repeat(groups, 1) if seg.mask is not None and groups > 1 else seg.mask
+        out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, scale=scaling)
+        outputs.append(out.view(1, heads, n, head_dim))
     out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
     return out.transpose(1, 2).contiguous(), None
 
@@ -171,6 +194,9 @@ class CausalLM:
         # Bytes of KV one position takes across all layers: what --max-kv-bytes budgets are counted in.
         self.kv_bytes_per_token: int = 2 * int(cfg.num_hidden_layers) * kv_heads * head_dim * itemsize
         self._dummy_mask = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=self.device)
+        # Both on; off only to measure what each saves (bench/pass_bench.py).
+        self.pad_head_rows = True  # see head_rows
+        self.expand_kv = False  # see _packed_attention
 
     def new_sequence(self) -> KVSequence:
         return KVSequence()
@@ -209,15 +235,18 @@ class CausalLM:
                         <= torch.arange(past, past + n, device=self.device).unsqueeze(1))
             segments.append(_Segment(it.seq, start, start + n, mask))
         inputs = {"input_ids": self._row(ids), "position_ids": self._row(positions), "use_cache": False,
-                  "attention_mask": self._dummy_mask, "dsd_plan": _PackingPlan(tuple(segments))}
+                  "attention_mask": self._dummy_mask, "dsd_plan": _PackingPlan(tuple(segments), self.expand_kv)}
         logits = None
         if keep_index:
+            wanted = len(keep_index)
+            if self.pad_head_rows:
+                keep_index += keep_index[-1:] * (head_rows(wanted, self.dtype, self.device) - wanted)
             keep = torch.tensor(keep_index, dtype=torch.long, device=self.device)
             if self.head is None:
-                logits = self.model(**inputs, logits_to_keep=keep).logits[0].float().cpu()
+                logits = self.model(**inputs, logits_to_keep=keep).logits[0, :wanted].float().cpu()
             else:
                 hidden = self.model.base_model(**inputs).last_hidden_state[0, keep]
-                logits = self.head.logits(hidden, self.vocab_size).cpu()
+                logits = self.head.logits(hidden, self.vocab_size)[:wanted].cpu()
         else:  # only prefill chunks: the pass runs for their KV and projects nothing onto the vocabulary
             self.model.base_model(**inputs)
         out: list[torch.Tensor] = []
