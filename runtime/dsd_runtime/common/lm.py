@@ -25,6 +25,8 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
+from dsd_runtime.common.prepacked import PrepackedLinear
+
 PACKED_ATTENTION = "dsd_packed"
 _GROWTH_QUANTUM = 64  # KV capacity is a multiple of this many positions
 
@@ -167,10 +169,11 @@ class VocabularyHead:
 
     token_ids: torch.Tensor  # [subset] int64 ids in the full vocabulary
     weight: torch.Tensor  # [subset, hidden]
+    projection: torch.nn.Module | None = field(default=None, compare=False)  # hidden @ weight.T, prepacked
 
     def logits(self, hidden: torch.Tensor, vocab_size: int) -> torch.Tensor:
         """hidden [k, hidden] -> [k, vocab_size] fp32 logits."""
-        sub = (hidden @ self.weight.T).float()
+        sub = (hidden @ self.weight.T if self.projection is None else self.projection(hidden)).float()
         full = torch.full((hidden.shape[0], vocab_size), torch.finfo(torch.float32).min, device=hidden.device)
         full[:, self.token_ids] = sub
         return full
@@ -194,8 +197,9 @@ class CausalLM:
         # Bytes of KV one position takes across all layers: what --max-kv-bytes budgets are counted in.
         self.kv_bytes_per_token: int = 2 * int(cfg.num_hidden_layers) * kv_heads * head_dim * itemsize
         self._dummy_mask = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=self.device)
-        # Both on; off only to measure what each saves (bench/pass_bench.py).
-        self.pad_head_rows = True  # see head_rows
+        # On unless the head is prepacked (oneDNN costs the same for any few rows); off only to measure what
+        # each saves (bench/pass_bench.py).
+        self.pad_head_rows = not isinstance(model.get_output_embeddings(), PrepackedLinear)  # see head_rows
         self.expand_kv = False  # see _packed_attention
 
     def new_sequence(self) -> KVSequence:

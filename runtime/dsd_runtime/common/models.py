@@ -10,6 +10,7 @@ A model reference is one of:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import os
@@ -21,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from dsd_runtime.common import lm, tokenization
+from dsd_runtime.common import lm, prepacked, tokenization
 from dsd_runtime.errors import ModelNotFound
 
 # Offline for good: transformers must never try a hub download on a cache miss.
@@ -166,7 +167,9 @@ def load_tokenizer(ref: str) -> LoadedModel:
     return LoadedModel(name, None, tokenizer, tokenization.fingerprint(tokenizer))
 
 
-def load(ref: str, dtype: torch.dtype | None = None, device: str = "cpu") -> LoadedModel:
+def load(ref: str, dtype: torch.dtype | None = None, device: str = "cpu", prepack: bool = True) -> LoadedModel:
+    """A model for inference. `prepack`: float32 CPU linear layers through oneDNN (`prepacked`; False only to
+    measure what it saves)."""
     directory, gguf_file, name = resolve(ref)
     if gguf_file is not None:
         cached = _gguf_safetensors_cache(directory, gguf_file)
@@ -189,6 +192,8 @@ def load(ref: str, dtype: torch.dtype | None = None, device: str = "cpu") -> Loa
     model = AutoModelForCausalLM.from_pretrained(directory, **kwargs).to(pick_device(device))
     tokenizer = AutoTokenizer.from_pretrained(directory)
     head = load_vocabulary_head(directory, model)
+    if prepack and prepacked.prepack_linears(model) and head is not None:
+        head = dataclasses.replace(head, projection=prepacked.PrepackedLinear(head.weight, None))
     return LoadedModel(name, lm.CausalLM(model, name, head), tokenizer, tokenization.fingerprint(tokenizer))
 
 

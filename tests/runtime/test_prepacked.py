@@ -1,0 +1,62 @@
+"""float32 CPU linear layers through oneDNN (`dsd_runtime.common.prepacked`): the same logits as aten's, the
+tied embedding untouched, other dtypes left alone, and `models.load` packing targets and subset heads."""
+
+from __future__ import annotations
+
+import torch
+from transformers import LlamaForCausalLM
+
+from dsd_runtime.common import models, tiny
+from dsd_runtime.common.lm import ForwardItem
+from dsd_runtime.common.prepacked import PrepackedLinear, prepack_linears
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return float((a - b).abs().max()) <= 1e-4 * max(1.0, float(b.abs().max()))
+
+
+def _tiny(dtype: torch.dtype, tied: bool) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    cfg = tiny.tiny_config(300)
+    cfg.tie_word_embeddings = tied
+    return LlamaForCausalLM(cfg).to(dtype).eval()
+
+
+def test_packed_layers_compute_what_aten_does_and_keep_the_tied_embedding():
+    model = _tiny(torch.float32, tied=True)
+    ids = torch.tensor([[5, 17, 250, 3, 99, 42, 7]])
+    with torch.no_grad():
+        want = model(ids).logits
+    embedding = model.get_input_embeddings().weight.detach().clone()
+    assert prepack_linears(model) == 2 * 7 + 1  # q, k, v, o, gate, up, down per layer, and the head
+    assert isinstance(model.get_output_embeddings(), PrepackedLinear)
+    assert torch.equal(model.get_input_embeddings().weight, embedding)
+    with torch.no_grad():
+        assert _close(model(ids).logits, want)
+
+
+def test_other_dtypes_are_left_alone():
+    model = _tiny(torch.float64, tied=False)
+    assert prepack_linears(model) == 0
+    assert isinstance(model.get_output_embeddings(), torch.nn.Linear)
+
+
+def test_load_prepacks_a_float32_target_and_a_subset_head(tmp_path):
+    target_dir = tiny.build_tiny_model(tmp_path / "t", seed=3, dtype=torch.float32)
+    draft_dir = tiny.copy_with_vocabulary_head(target_dir, tmp_path / "d", list(range(0, 256, 3)))
+    for ref in (target_dir, draft_dir):
+        plain = models.load(str(ref), prepack=False).lm
+        packed = models.load(str(ref), prepack=True).lm
+        assert plain.pad_head_rows and not packed.pad_head_rows  # a packed head costs the same for any few rows
+        assert (packed.head is None) == (plain.head is None)
+        if packed.head is not None:
+            assert packed.head.projection is not None
+        outs = []
+        for lm in (plain, packed):
+            seq = lm.new_sequence()
+            first = lm.forward(seq, [10, 20, 30, 40], keep_last=2)
+            window = lm.forward_many([ForwardItem(seq, [1, 2, 3], 3)])[0]
+            outs.append(torch.cat([first, window]))
+        finite = outs[0] > torch.finfo(torch.float32).min  # a subset head's excluded tokens: the lowest float
+        assert torch.equal(finite, outs[1] > torch.finfo(torch.float32).min)
+        assert _close(outs[1][finite], outs[0][finite])
