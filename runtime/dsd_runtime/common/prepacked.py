@@ -3,8 +3,8 @@
 Why: aten runs a float32 `nn.Linear` on a CPU through MKL's sgemm, which handles 2-17 rows, the shapes of verify
 windows and batched decode steps, little better than one matrix-vector product per row: on SmolLM2-135M (2
 threads) a 3-token verify cost 1.8x a 1-token step. oneDNN's inner product over a weight reordered for its
-kernels costs about the same for 1 to 17 rows and less at 1 row too (whole forward: 1 token 85 -> 57 ms,
-3 tokens 154 -> 67 ms; bench/pass_bench.py). It is the kernel torch.compile's CPU freezing path emits
+kernels costs about the same for 1 to 17 rows and less at 1 row too (whole forward: 1 token 72 -> 48 ms,
+3 tokens 129 -> 53 ms; bench/pass_bench.py). It is the kernel torch.compile's CPU freezing path emits
 (`torch.ops.mkldnn._linear_pointwise`); used here directly, without compiling anything. Inference only: a packed
 layer has no gradient, so models built for training (distilling) are never packed.
 """
