@@ -3,13 +3,17 @@
     python bench/capacity_bench.py      # measures docs/benchmarks/capacity.csv and capacity-runs.json
     python bench/capacity_sim.py        # calibrates, replays every wave, predicts the H200 case
 
-Calibration (docs/simulator/capacity-calibration.{csv,md}). Everything the simulator is given comes from the
-benchmark's own measurements, and what it predicts (aggregate tokens/s and TPOT of each wave) is not among them:
+Calibration (docs/simulator/capacity-calibration.{csv,md}). DSD-Sim is calibrated on each server's 1- and
+32-client waves of each repeat and predicts its 4-, 8- and 16-client waves (aggregate tokens/s and TPOT), which
+it is given nothing of but their requests and drafting statistics:
   - the packed pass cost, piecewise linear in tokens (knots at 8 and 64) + a term per sequence beyond the first,
-    a least-squares fit to every forward pass the target traced during the run (`dsd target --pass-trace`);
-  - the serving stack's time per step outside the pass, from each configuration's one-client wave
-    ((wall time - pass seconds) / passes): the API, the draft process, gRPC, sampling; done for every session
-    in turn by one process (host_concurrency 1: the GIL);
+    a least-squares fit to the forward passes the target traced (`dsd target --pass-trace`) in the repeat's
+    calibration waves (the machine's speed drifts between repeats);
+  - the serving stack's time per step outside the pass: a one-client wave's idle time per pass (wall time -
+    pass seconds, per pass) is split into a part every pass pays (`per_pass`: the batcher waking, logits to
+    the CPU) and a part every session's step pays, queued for one of two workers (`host_overhead` with
+    host_concurrency 2: `dsd serve` runs the API and the draft in one process and the target in another, each
+    under its own GIL); the split is the one (of 11) that reproduces the 32-client wave's tokens/s;
   - each wave's drafting: the share of steps decoded by the target alone, the mean window and the acceptance by
     position, from the draft's counters (dsd_target_only_tokens_total, rounds, proposed, per-position);
   - each wave's requests (prompt and completion tokens), all arriving at once, as the benchmark sends them.
@@ -39,6 +43,9 @@ RUNS = REPO / "docs" / "benchmarks" / "capacity-runs.json"
 H200 = REPO / "docs" / "benchmarks" / "gpu-check-h200.json"
 GATHER_MS = 5.0  # the runtime's BatchingLM gather budget
 MAX_BATCH_TOKENS = 1024  # the target's default --max-batch-tokens
+CALIBRATION_CLIENTS = (1, 32)  # the waves DSD-Sim is calibrated on; it predicts the others
+SPLITS = 11  # candidate shares of the one-client idle time paid per pass (0, 0.1, ..., 1)
+HOSTS = 2  # host work runs in two processes, each under its own GIL: the API + draft, and the target
 
 
 KNOTS = (8, 64)  # where the pass cost's slope per token may change: verify windows, prefill chunks
@@ -72,11 +79,18 @@ class PassCost:
 
 
 def fit_pass_cost(waves: list[dict]) -> PassCost:
-    """Least squares over every pass the target traced during the run (`dsd target --pass-trace`)."""
-    passes = [p for w in waves for p in w["passes"]]
-    rows = [_basis(tokens, seqs) for seqs, tokens, _ in passes]
-    coef, *_ = np.linalg.lstsq(np.array(rows), np.array([t for _, _, t in passes]), rcond=None)
-    return PassCost(tuple(float(x) for x in coef), f"{len(passes)} traced passes")
+    """Least squares over every pass the target traced in `waves` (`dsd target --pass-trace`), each wave weighing
+    the same: a 32-client wave traces ten times the passes of a one-client wave, and its passes run slower
+    (other sessions' work shares the CPU), so unweighted they would set the cost of the one-session passes too."""
+    rows, times, weights = [], [], []
+    for w in waves:
+        for seqs, tokens, seconds in w["passes"]:
+            rows.append(_basis(tokens, seqs))
+            times.append(seconds)
+            weights.append(1.0 / len(w["passes"]))
+    root = np.sqrt(np.array(weights))
+    coef, *_ = np.linalg.lstsq(np.array(rows) * root[:, None], np.array(times) * root, rcond=None)
+    return PassCost(tuple(float(x) for x in coef), f"{len(times)} traced passes, each wave weighing the same")
 
 
 def scaled_to(cost: PassCost, wave: dict) -> PassCost:
@@ -88,10 +102,34 @@ def scaled_to(cost: PassCost, wave: dict) -> PassCost:
     return PassCost(tuple(c * factor for c in cost.coef), f"{cost.source}, x {factor:.2f} for this wave")
 
 
-def host_overhead_s(wave: dict) -> float:
-    """One client: every step is a pass plus the serving stack's own time, so the rest of the wall time is that."""
+def idle_per_pass_s(wave: dict) -> float:
+    """The wave's wall time outside forward passes, per pass."""
     c = wave["counters"]
     return max(0.0, (wave["seconds"] - c["pass_seconds"]) / c["passes"])
+
+
+@dataclass(frozen=True)
+class StepOverhead:
+    """The serving stack's time outside the pass: per_pass_s on every pass, host_s on every session's step."""
+
+    per_pass_s: float
+    host_s: float
+
+
+def fit_step_overhead(one: dict, many: dict, cost: PassCost, trace_dir: Path) -> StepOverhead:
+    """One client: every step pays both parts, so they sum to its idle time per pass; many clients: the split
+    that reproduces the wave's tokens/s (sessions' host work queues, the pass's part does not)."""
+    idle = idle_per_pass_s(one)
+    measured = many["tokens"] / many["seconds"]
+    best: tuple[float, StepOverhead] | None = None
+    for i in range(SPLITS):
+        share = i / (SPLITS - 1)
+        candidate = StepOverhead(idle * share, idle * (1 - share))
+        error = abs(replay(many, cost, candidate, trace_dir)["tokens_per_s"] / measured - 1)
+        if best is None or error < best[0]:
+            best = (error, candidate)
+    assert best is not None
+    return best[1]
 
 
 def drafting(wave: dict) -> tuple[float, int, list[float]]:
@@ -107,7 +145,7 @@ def drafting(wave: dict) -> tuple[float, int, list[float]]:
     return share, gamma, alphas
 
 
-def replay(wave: dict, cost: PassCost, host_s: float, trace_dir: Path) -> dict:
+def replay(wave: dict, cost: PassCost, overhead: StepOverhead, trace_dir: Path) -> dict:
     """Simulates one wave: its requests at t = 0 on one target; returns tokens/s and TPOT p50/p95."""
     share, gamma, alphas = drafting(wave)
     trace = trace_dir / f"{wave['config']}-{wave['clients']}.jsonl"
@@ -119,8 +157,9 @@ def replay(wave: dict, cost: PassCost, host_s: float, trace_dir: Path) -> dict:
         "name": f"capacity-{wave['config']}-{wave['clients']}", "duration_s": 1.0,
         "mode": "target_only" if wave["config"] == "target-only" else "hybrid",
         "drafts": {"count": wave["clients"]},
-        "targets": {"verify_points_ms": cost.points_ms(), "per_sequence_ms": cost.per_sequence_s * 1000,
-                    "host_overhead_ms": host_s * 1000, "host_concurrency": 1,
+        "targets": {"verify_points_ms": [[k, ms + 1000 * overhead.per_pass_s] for k, ms in cost.points_ms()],
+                    "per_sequence_ms": cost.per_sequence_s * 1000,
+                    "host_overhead_ms": overhead.host_s * 1000, "host_concurrency": HOSTS,
                     "batching": {"max_batch": 1 if serialised else 256, "max_tokens": MAX_BATCH_TOKENS,
                                  "gather_ms": 0.0 if serialised else GATHER_MS}},
         "network": {"rtt_ms": {"mean": 0}},
@@ -142,65 +181,79 @@ def _pct(xs: list[float], p: float) -> float:
 def calibrate(out: Path, max_clients: int) -> list[dict]:
     """Replays every wave; a row per (config, clients): the median over the run's repeats, measured and simulated."""
     waves = json.loads(RUNS.read_text())
-    cost = fit_pass_cost(waves)
-    # Each repeat's own one-client wave: the machine's speed drifts between repeats.
-    host = {(w["config"], w.get("repeat", 0)): host_overhead_s(w) for w in waves if w["clients"] == 1}
+    servers: dict[tuple[str, int], dict[int, dict]] = {}  # (config, repeat) -> clients -> wave
+    for w in waves:
+        servers.setdefault((w["config"], w.get("repeat", 0)), {})[w["clients"]] = w
+    costs = {r: fit_pass_cost([w for w in waves if w.get("repeat", 0) == r and w["clients"] in CALIBRATION_CLIENTS])
+             for r in {w.get("repeat", 0) for w in waves}}
     cells: dict[tuple[str, int], list[tuple[dict, dict]]] = {}
+    overheads: dict[str, list[StepOverhead]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for w in waves:
-            host_s = host[w["config"], w.get("repeat", 0)]
-            sim = replay(w, cost, host_s, Path(tmp))
-            # The same replay with the pass cost scaled to this wave's own passes: what is left is the queueing
-            # and batching model alone, not how a pass's time depends on what else shares the CPU.
-            sim["own_cost_tokens_per_s"] = replay(w, scaled_to(cost, w), host_s, Path(tmp))["tokens_per_s"]
-            c = w["counters"]
-            measured = {"tokens_per_s": w["tokens"] / w["seconds"],
-                        "tpot_p50_ms": 1000 * _pct(w["tpots"], 50),
-                        "tpot_p95_ms": 1000 * _pct(w["tpots"], 95),
-                        "batch_sequences": c["pass_sequences"] / c["passes"]}
-            cells.setdefault((w["config"], w["clients"]), []).append((measured, sim))
+        for (config, repeat), by_clients in servers.items():
+            cost = costs[repeat]
+            overhead = fit_step_overhead(*(by_clients[n] for n in CALIBRATION_CLIENTS), cost, Path(tmp))
+            overheads.setdefault(config, []).append(overhead)
+            for w in by_clients.values():
+                sim = replay(w, cost, overhead, Path(tmp))
+                # The same replay with the pass cost scaled to this wave's own passes: what is left is the
+                # queueing and batching model alone, not how a pass's time depends on what else shares the CPU.
+                sim["own_cost_tokens_per_s"] = replay(w, scaled_to(cost, w), overhead, Path(tmp))["tokens_per_s"]
+                c = w["counters"]
+                measured = {"tokens_per_s": w["tokens"] / w["seconds"],
+                            "tpot_p50_ms": 1000 * _pct(w["tpots"], 50),
+                            "tpot_p95_ms": 1000 * _pct(w["tpots"], 95),
+                            "batch_sequences": c["pass_sequences"] / c["passes"]}
+                cells.setdefault((config, w["clients"]), []).append((measured, sim))
     rows = []
-    for (config, clients), pairs in cells.items():
+    for (config, clients), pairs in sorted(cells.items()):
         measured = {k: float(np.median([m[k] for m, _ in pairs])) for k in pairs[0][0]}
         sim = {k: float(np.median([p[k] for _, p in pairs])) for k in pairs[0][1]}
         rows.append({"config": config, "clients": clients, "repeats": len(pairs),
+                     "calibration": clients in CALIBRATION_CLIENTS,
                      **{f"measured_{k}": round(v, 2) for k, v in measured.items()},
                      **{f"predicted_{k}": round(v, 2) for k, v in sim.items()},
                      "tokens_per_s_error": round(sim["tokens_per_s"] / measured["tokens_per_s"] - 1, 3),
                      "tpot_p50_error": round(sim["tpot_p50_ms"] / measured["tpot_p50_ms"] - 1, 3),
                      "own_cost_tokens_per_s_error": round(
                          sim["own_cost_tokens_per_s"] / measured["tokens_per_s"] - 1, 3)})
-    host_ms = {}
-    for (config, _), seconds in host.items():
-        host_ms.setdefault(config, []).append(1000 * seconds)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "capacity-calibration.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    within = [r for r in rows if r["clients"] <= max_clients]
-    worst_tps = max(abs(r["tokens_per_s_error"]) for r in within)
-    worst_tpot = max(abs(r["tpot_p50_error"]) for r in within)
-    lines = [f"Pass cost fitted to the run: {cost.describe()}; serving stack per step (one-client waves, per "
-             "repeat): " + ", ".join(f"{k} {min(v):.1f}-{max(v):.1f} ms" for k, v in host_ms.items())
+    text = _report(rows, costs, overheads, max_clients)
+    (out / "capacity-calibration.md").write_text(text + "\n")
+    print(text)
+    return rows
+
+
+def _report(rows: list[dict], costs: dict[int, PassCost], overheads: dict[str, list[StepOverhead]],
+            max_clients: int) -> str:
+    predicted = [r for r in rows if r["clients"] <= max_clients and not r["calibration"]]
+    worst = {k: max(abs(r[k]) for r in predicted)
+             for k in ("tokens_per_s_error", "tpot_p50_error", "own_cost_tokens_per_s_error")}
+    lines = ["Calibrated on each server's " + " and ".join(map(str, CALIBRATION_CLIENTS)) + "-client waves of each "
+             "repeat; the other waves are predictions. Pass cost per repeat: "
+             + "; ".join(f"repeat {r}: {c.describe()}" for r, c in sorted(costs.items()))
+             + ". Time outside the pass, per pass + per session's step (per repeat): "
+             + "; ".join(f"{k} " + ", ".join(f"{1000 * o.per_pass_s:.1f} + {1000 * o.host_s:.1f} ms" for o in v)
+                         for k, v in overheads.items())
              + ". Medians over the run's repeats.", "",
              "| config | clients | tok/s measured | tok/s DSD-Sim | error | TPOT p50 measured | TPOT p50 DSD-Sim | "
              "error | sequences per pass measured / DSD-Sim | tok/s error, pass cost scaled to the wave |",
              "|---" * 10 + "|"]
     for r in rows:
-        lines.append(f"| {r['config']} | {r['clients']} | {r['measured_tokens_per_s']:.1f} | "
+        mark = " (calibration)" if r["calibration"] else ""
+        lines.append(f"| {r['config']} | {r['clients']}{mark} | {r['measured_tokens_per_s']:.1f} | "
                      f"{r['predicted_tokens_per_s']:.1f} | {100 * r['tokens_per_s_error']:+.1f} % | "
                      f"{r['measured_tpot_p50_ms']:.0f} ms | {r['predicted_tpot_p50_ms']:.0f} ms | "
                      f"{100 * r['tpot_p50_error']:+.1f} % | {r['measured_batch_sequences']:.1f} / "
                      f"{r['predicted_batch_sequences']:.1f} | {100 * r['own_cost_tokens_per_s_error']:+.1f} % |")
-    worst_own = max(abs(r["own_cost_tokens_per_s_error"]) for r in within)
-    lines += ["", f"Worst error for 1-{max_clients} clients: tokens/s {100 * worst_tps:.1f} %, TPOT p50 "
-              f"{100 * worst_tpot:.1f} % (goal: within 10 %); tokens/s with the pass cost scaled to each wave "
-              f"{100 * worst_own:.1f} %."]
-    text = "\n".join(lines)
-    (out / "capacity-calibration.md").write_text(text + "\n")
-    print(text)
-    return rows
+    lines += ["", f"Worst error of the predicted waves up to {max_clients} clients: tokens/s "
+              f"{100 * worst['tokens_per_s_error']:.1f} %, TPOT p50 {100 * worst['tpot_p50_error']:.1f} % (goal: "
+              f"within 10 %); tokens/s with the pass cost scaled to each wave "
+              f"{100 * worst['own_cost_tokens_per_s_error']:.1f} %."]
+    return "\n".join(lines)
 
 
 def gpu_case(out: Path) -> None:
