@@ -71,12 +71,13 @@ def prepack_linears(model: nn.Module) -> int:
     if not linears or not supported(linears[0][2].weight.dtype, linears[0][2].weight.device):
         return 0
     first = linears[0][2]
-    if not _agrees(PrepackedLinear.of(first), first.weight, first.bias):
+    packed_first = PrepackedLinear.of(first)
+    if not _agrees(packed_first, first.weight, first.bias):
         log.warning("oneDNN's prepacked linear disagrees with F.linear in this torch: layers left unpacked")
         return 0
     count = 0
     for parent, name, child in linears:
         if supported(child.weight.dtype, child.weight.device):
-            setattr(parent, name, PrepackedLinear.of(child))
+            setattr(parent, name, packed_first if child is first else PrepackedLinear.of(child))
             count += 1
     return count
