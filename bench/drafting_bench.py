@@ -8,7 +8,9 @@ answering by quoting a given text (extraction / RAG); editing given code. Modes:
 generate), Hugging Face prompt lookup (`prompt_lookup_num_tokens`), and DSD with each model-free proposer
 (n-gram lookup, suffix, hybrid; no draft model, so nothing needs training) at each emulated RTT.
 Setup as bench/runtime_bench.py: one torch thread per process, the DSD target a separate `dsd target`
-process, the draft here, RTT emulated on the link; each prompt runs every mode back to back. Every DSD output
+process, the draft here, RTT emulated on the link; each prompt runs every mode back to back. Target-only
+streams draft for themselves from their own request (the target's cross-request cache is off: it would hold
+the answer of the mode before). Each draft engine's own cache learns from the earlier prompts only. Every DSD output
 is compared token for token with the target alone in the same dtype; a mismatch is reported with the gap
 between the target's two top logits where the texts part (batched and single-token forwards round
 differently in bf16). Writes docs/benchmarks/drafting.{csv,md,png}.
@@ -109,7 +111,9 @@ def main() -> None:
     for dtype in args.dtypes.split(","):
         target = models.load(args.target, models.DTYPES[dtype])
         tokenizer_only = models.load_tokenizer(args.target)
-        proc, address = _start_target(args.target, dtype)
+        # Each prompt runs through every mode back to back: a cross-request cache on the target would hand
+        # every run after the first its answer, so target-only streams self-draft from their own request only.
+        proc, address = _start_target(args.target, dtype, "--self-drafting-cache-tokens", "0")
         engines = {(p, rtt): DraftEngine(tokenizer_only, address, WindowConfig(proposer=p),
                                          LinkEmulation(one_way_delay_ms=rtt / 2))
                    for p in PROPOSERS for rtt in rtts}

@@ -131,11 +131,11 @@ def _dsd(engine: DraftEngine, prompt: list[int], max_tokens: int, eos: int) -> t
     return out, Run(len(out), time.perf_counter() - start, (first or start) - start, stats)
 
 
-def _start_target(model: str, dtype: str = "auto") -> tuple[subprocess.Popen[bytes], str]:
+def _start_target(model: str, dtype: str = "auto", *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "dsd_cli.main", "target", "--model", model, "--port", str(port),
-                             "--metrics-port", "-1", "--threads", "1", "--dtype", dtype], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                             "--metrics-port", "-1", "--threads", "1", "--dtype", dtype, *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return proc, f"127.0.0.1:{port}"
 
 

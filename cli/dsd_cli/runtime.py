@@ -79,6 +79,10 @@ def register(app: typer.Typer) -> None:
                                        "seconds) to this file: for fitting cost models."),
         gather_ms: float = typer.Option(5.0, min=0.0, help="A pass waits up to this long (at most a fifth of the "
                                         "last pass) for the last pass's sessions to queue again."),
+        self_drafting: bool = typer.Option(True, help="Target-only streams draft for themselves with the model-free "
+                                           "proposer their draft names; --no-self-drafting: one token per step."),
+        self_drafting_cache_tokens: int = typer.Option(100_000, min=0, help="Recent sessions' tokens the suffix "
+                                                       "proposer of target-only streams matches against (0 = none)."),
         threads: int = typer.Option(0, help="torch threads (0=auto)."),
         device: str = DEVICE, dtype: str = DTYPE,
         tls_cert: Path | None = TLS_CERT, tls_key: Path | None = TLS_KEY,
@@ -93,7 +97,8 @@ def register(app: typer.Typer) -> None:
 
         logging.basicConfig(level=logging.INFO)
         settings = TargetSettings(max_sessions, max_cached_tokens, idle_ttl_s, max_window, max_pending, max_kv_bytes,
-                                  max_batch_tokens, batching, pass_trace, gather_ms)
+                                  max_batch_tokens, batching, pass_trace, gather_ms, self_drafting,
+                                  self_drafting_cache_tokens)
         _check_dtype(dtype)
         tls = _tls_files(tls_cert, tls_key, tls_client_ca, "--tls-client-ca")
         run_target(model, f"{host}:{port}", metrics_port, settings, threads or None, device=device, dtype=dtype,

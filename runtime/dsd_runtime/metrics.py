@@ -61,8 +61,9 @@ class DraftMetrics:
                                           "Tokens the target decoded alone and streamed (target-only mode).",
                                           registry=registry)
         self.target_only_interval = Histogram(
-            "dsd_target_only_token_seconds", "Time between tokens of a target-only stream, as the draft receives "
-            "them: what the target decoding alone delivers (the bar speculation must beat).",
+            "dsd_target_only_token_seconds", "Seconds per token of a target-only stream, per step as the draft "
+            "receives them (self-drafted tokens included): what the target alone delivers (the bar speculation "
+            "must beat).",
             buckets=_LATENCY_BUCKETS, registry=registry)
         self.position_price = Gauge(
             "dsd_position_price_seconds", "The target's latest position price: charged per position beyond the "
@@ -105,6 +106,12 @@ class TargetMetrics:
             "dsd_target_position_price_seconds", "What one more position in a forward pass costs the other "
             "sessions sharing it (marginal seconds per token x other sessions per pass), as last reported to a "
             "draft.", registry=registry)
+        drafted = Counter("dsd_target_self_drafted_tokens_total", "Tokens target-only streams drafted for "
+                          "themselves, by model-free proposer.", ["proposer"], registry=registry)
+        accepted = Counter("dsd_target_self_accepted_tokens_total", "Self-drafted tokens the target accepted, by "
+                           "model-free proposer.", ["proposer"], registry=registry)
+        self.self_drafted = {name: drafted.labels(proposer=name) for name in ("lookup", "suffix")}
+        self.self_accepted = {name: accepted.labels(proposer=name) for name in ("lookup", "suffix")}
 
     def observe_pass(self, sequences: int, tokens: int, seconds: float) -> None:
         self.batch_sequences.observe(sequences)

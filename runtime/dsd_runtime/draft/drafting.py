@@ -2,8 +2,8 @@
 
 Called by draft.speculating once per round. Proposers (chosen once, at construction, by `WindowConfig.proposer`):
   model   the draft model (draft.proposing), window from the WindowController (static or adaptive);
-  lookup  n-gram lookup over prompt + output (draft.lookup.PromptLookup);
-  suffix  suffix match over the request + the server's cross-request cache (draft.lookup.SuffixProposer);
+  lookup  n-gram lookup over prompt + output (common.lookup.PromptLookup);
+  suffix  suffix match over the request + the server's cross-request cache (common.lookup.SuffixProposer);
   hybrid  each round: a suffix match when it pays, else the draft model when it pays, else nothing: the target
           decodes alone (target-only mode, a Decode stream) until a proposal pays again;
   none    the target always decodes alone (the operator's speculation mode "off").
@@ -14,12 +14,19 @@ frequencies calibrated by their measured acceptance. Every proposal is a point m
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 
-from dsd_runtime.draft.lookup import Candidate, PromptLookup, SuffixCache, SuffixProposer
+from dsd_runtime.common.lookup import (
+    Candidate,
+    PromptLookup,
+    SuffixCache,
+    SuffixProposer,
+    calibration_table,
+    match_bucket,
+    predicted_accepted,
+)
 from dsd_runtime.draft.proposing import Proposal, Proposer
 from dsd_runtime.draft.windowing import PROPOSERS, WindowController
 from dsd_spec import best_prefix
@@ -28,7 +35,6 @@ SOURCES = ("model", "lookup", "suffix")  # where a window's tokens came from ("n
 # Try the draft model (hybrid), or send a model-free candidate the goodput cut to nothing, at least once every
 # this many rounds: statistics that are never refreshed cannot recover from a bad start.
 EXPLORE_EVERY = 16
-CALIBRATION_DECAY = 0.98
 
 
 @dataclass(frozen=True)
@@ -39,41 +45,12 @@ class Window:
     bucket: int = 0  # model-free windows: match_bucket of the match they came from
 
 
-class Calibration:
-    """Measured / predicted accepted tokens of a model-free proposer (decayed sums, thread-safe)."""
-
-    def __init__(self) -> None:
-        self._accepted = 1.0  # a one-token prior at ratio 1: trust the frequencies until measured
-        self._predicted = 1.0
-        self._lock = threading.Lock()
-
-    @property
-    def ratio(self) -> float:
-        with self._lock:
-            return self._accepted / self._predicted
-
-    def observe(self, accepted: int, predicted: float) -> None:
-        with self._lock:
-            self._accepted = self._accepted * CALIBRATION_DECAY + accepted
-            self._predicted = self._predicted * CALIBRATION_DECAY + predicted
-
-
-# Calibration buckets by match length: a long match is far more reliable than a one- or two-token one, and
-# the many failed guesses of short matches must not talk the drafter out of long ones.
-MATCH_BUCKETS = (2, 5)  # <= 2, 3..5, >= 6 tokens matched
-
-
-def match_bucket(match_length: int) -> int:
-    return sum(match_length > b for b in MATCH_BUCKETS)
-
-
 class DraftingState:
     """What all requests of a draft server share: the cross-request cache and the proposers' calibration."""
 
     def __init__(self, cache_tokens: int = 100_000) -> None:
         self.cache = SuffixCache(cache_tokens)
-        self.calibration = {(source, b): Calibration() for source in ("lookup", "suffix")
-                            for b in range(len(MATCH_BUCKETS) + 1)}
+        self.calibration = calibration_table()
 
 
 class Drafter:
@@ -157,9 +134,5 @@ class Drafter:
 def _free_window(candidate: Candidate, k: int, source: str) -> Window:
     if not k:
         return Window([], "none")
-    predicted, survive = 0.0, 1.0
-    for c in candidate.confidence[:k]:
-        survive *= c
-        predicted += survive
-    return Window([Proposal(t, 0.0) for t in candidate.tokens[:k]], source, predicted,
-                  match_bucket(candidate.match_length))
+    return Window([Proposal(t, 0.0) for t in candidate.tokens[:k]], source,
+                  predicted_accepted(candidate.confidence[:k]), match_bucket(candidate.match_length))

@@ -224,11 +224,14 @@ class Speculator:
         """
         prompt_len = len(req.prompt_ids)
         with_context = False
-        interval = Ema(weight=0.3)  # seconds between streamed tokens: what the target alone delivers
+        # Seconds per token of the stream, measured per step (a step ends with the target's own token, after any
+        # self-drafted ones it accepted): what the target alone delivers.
+        interval = Ema(weight=0.3)
         while True:
             stream = self.client.decode(self._decode_request(session_id, committed, req, with_context))
             address = self.client.address
-            last: float | None = None
+            last: float | None = None  # when the last step ended
+            step_tokens = 0
             try:
                 for chunk in self._failing_over(stream, address, stats):
                     if chunk.need_context:
@@ -237,14 +240,10 @@ class Speculator:
                         stats.reprefills += 1
                         with_context = True
                         break
-                    now = time.perf_counter()
-                    if last is not None:
-                        interval.update(now - last)
-                        if self.metrics is not None:
-                            self.metrics.target_only_interval.observe(now - last)
-                    last = now
                     committed.append(chunk.token)
-                    stats.tokens_by_source["target"] = stats.tokens_by_source.get("target", 0) + 1
+                    step_tokens += 1
+                    source = f"target-{chunk.source}" if chunk.source else "target"
+                    stats.tokens_by_source[source] = stats.tokens_by_source.get(source, 0) + 1
                     stats.target_only_tokens += 1
                     if self.metrics is not None:
                         self.metrics.target_only_tokens.inc()
@@ -256,6 +255,14 @@ class Speculator:
                         return None
                     if cancel.is_set():
                         raise Cancelled
+                    if chunk.source:
+                        continue  # the step's own token is still to come
+                    now = time.perf_counter()
+                    if last is not None:
+                        interval.update((now - last) / step_tokens)
+                        if self.metrics is not None:
+                            self.metrics.target_only_interval.observe((now - last) / step_tokens)
+                    last, step_tokens = now, 0
                     if interval.value:
                         cap = self._window_cap(req, produced, committed, max_context)
                         planned = drafter.plan(committed, [], cap, alone_goodput=1.0 / interval.value)
@@ -279,13 +286,16 @@ class Speculator:
             stats.failovers += 1
             raise _ReplicaLost from None
 
-    @staticmethod
-    def _decode_request(session_id: str, committed: list[int], req: GenerationRequest,
+    def _decode_request(self, session_id: str, committed: list[int], req: GenerationRequest,
                         with_context: bool) -> dsd_pb2.DecodeRequest:
+        """The stream drafts for itself with the draft's model-free proposer (suffix unless told lookup), up to
+        the window bound the operator's loop sets."""
+        cfg = self.window.config
         return dsd_pb2.DecodeRequest(
             session_id=session_id, committed_len=len(committed), context=committed if with_context else [],
             sampling=Speculator._sampling(req), max_tokens=req.max_tokens - (len(committed) - len(req.prompt_ids)),
-            stop_token_ids=sorted(req.stop_token_ids), logprobs=req.logprobs, top_logprobs=req.top_logprobs)
+            stop_token_ids=sorted(req.stop_token_ids), logprobs=req.logprobs, top_logprobs=req.top_logprobs,
+            proposer="lookup" if cfg.proposer == "lookup" else "suffix", max_window=cfg.gamma_max)
 
     @staticmethod
     def _sampling(req: GenerationRequest) -> dsd_pb2.SamplingParams:

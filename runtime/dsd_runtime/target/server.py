@@ -31,6 +31,7 @@ from dsd_runtime.metrics import TargetMetrics
 from dsd_runtime.target.backend import BatchedTransformersBackend
 from dsd_runtime.target.pass_trace import PassTrace
 from dsd_runtime.target.pricing import PositionPricing
+from dsd_runtime.target.self_drafting import SelfDrafting, SelfWindow
 from dsd_runtime.target.sessions import SessionStore
 from dsd_runtime.target.verifying import Verifier, VerifyInput, VerifyOutput
 from dsd_spec.sampling import SamplingParams
@@ -58,6 +59,10 @@ class TargetSettings:
     batching: bool = True
     pass_trace: str = ""  # a JSONL file: one line per forward pass (dsd_runtime.target.pass_trace)
     gather_ms: float = 5.0  # a pass waits this long at most (and a fifth of the last) for the last pass's sessions
+    # Target-only streams draft for themselves (target.self_drafting) when the request names a proposer;
+    # False ignores that (one token per step). The suffix proposer's cross-request cache: tokens, 0 = none.
+    self_drafting: bool = True
+    self_drafting_cache_tokens: int = 100_000
 
     @property
     def grpc_workers(self) -> int:
@@ -104,43 +109,75 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
         self.store = SessionStore(settings.max_sessions, max_kv_bytes, settings.idle_ttl_s,
                                   backend.kv_bytes_per_token, backend.kv_bytes)
         self.verifier = Verifier(backend, self.store, settings.max_window)
+        self.self_drafting = SelfDrafting(settings.self_drafting_cache_tokens)
         self._pending = 0
         self._pending_lock = threading.Lock()
 
     def Verify(self, request: dsd_pb2.VerifyRequest, context: grpc.ServicerContext) -> dsd_pb2.VerifyResponse:
         out = self._round(_input_from(request), context)
         self._observe(len(request.draft_tokens), out)
-        price = self.pricing.price_s()
-        self.metrics.position_price.set(price)
+        price = self._price()
         return dsd_pb2.VerifyResponse(need_context=out.need_context, num_accepted=out.num_accepted,
                                       next_token=out.next_token, verify_seconds=out.seconds,
                                       reprefilled=out.reprefilled, logprobs=_logprobs_to_proto(out),
                                       position_price_seconds=price)
 
     def Decode(self, request: dsd_pb2.DecodeRequest, context: grpc.ServicerContext) -> Iterator[dsd_pb2.DecodeChunk]:
-        """Target-only mode: empty-window rounds run back to back here, each streamed as it is made.
+        """Target-only mode: rounds run back to back here, each streamed as it is made.
 
-        Each step takes the compute lock on its own, so other sessions' rounds interleave with this stream;
-        a cancelled stream stops at the next step.
+        Each round drafts for itself when the request names a proposer (target.self_drafting): it verifies
+        the self-drafted window and streams the accepted tokens, then its own. Each takes its place in the
+        batcher on its own, so other sessions' rounds interleave with this stream; a cancelled stream stops at
+        the next round.
         """
-        s = request.sampling
         step = _input_from(dsd_pb2.VerifyRequest(
             session_id=request.session_id, committed_len=request.committed_len, context=request.context,
-            sampling=s, logprobs=request.logprobs, top_logprobs=request.top_logprobs))
+            sampling=request.sampling, logprobs=request.logprobs, top_logprobs=request.top_logprobs))
         stops = frozenset(request.stop_token_ids)
-        for _ in range(request.max_tokens):
+        try:
+            drafter = self.self_drafting.stream(request.proposer if self.settings.self_drafting else "none",
+                                                min(request.max_window or self.settings.max_window,
+                                                    self.settings.max_window))
+        except DsdError as e:
+            self._fail(context, e)
+        emitted = 0
+        while emitted < request.max_tokens:
             if not context.is_active():
                 return
-            out = self._round(step, context)
-            self._observe(0, out)
+            cap = min(request.max_tokens - emitted, self.verifier.backend.max_context - step.committed_len) - 1
+            window = drafter.plan(self._history(step), cap) if cap > 0 else SelfWindow()
+            out = self._round(replace(step, draft_tokens=list(window.tokens)), context)
+            self._observe(len(window.tokens), out)
             if out.need_context:
                 yield dsd_pb2.DecodeChunk(need_context=True)
                 return
-            logprob = _logprobs_to_proto(out)
-            yield dsd_pb2.DecodeChunk(token=out.next_token, logprob=logprob[0] if logprob else None)
-            if out.next_token in stops:
-                return
-            step = replace(step, committed_len=step.committed_len + 1, context=[])
+            drafter.observe(window, out.num_accepted)
+            if window.tokens:
+                self.metrics.self_drafted[window.source].inc(len(window.tokens))
+                self.metrics.self_accepted[window.source].inc(out.num_accepted)
+            self._price()
+            logprobs = _logprobs_to_proto(out)
+            tokens = [*window.tokens[:out.num_accepted], out.next_token]
+            for i, token in enumerate(tokens):
+                yield dsd_pb2.DecodeChunk(token=token, logprob=logprobs[i] if logprobs else None,
+                                          source=window.source if i < out.num_accepted else "")
+                emitted += 1
+                if token in stops:
+                    return
+            step = replace(step, committed_len=step.committed_len + len(tokens), context=[])
+
+    def _history(self, step: VerifyInput) -> list[int]:
+        """The session's committed tokens, for the self-drafter: the context when sent, else the session's."""
+        if step.context:
+            return step.context
+        session = self.store.get(step.session_id)
+        return session.tokens[:step.committed_len] if session is not None else []
+
+    def _price(self) -> float:
+        price = self.pricing.price_s()
+        self.metrics.position_price.set(price)
+        self.self_drafting.observe_price(price)
+        return price
 
     def _round(self, vin: VerifyInput, context: grpc.ServicerContext) -> VerifyOutput:
         """One verification round with back-pressure; errors abort the RPC with their code."""
@@ -173,6 +210,8 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
             self.metrics.verify_compute[min(window + 1, len(self.metrics.verify_compute)) - 1].observe(
                 out.seconds)
             self.metrics.tokens_verified.inc(window + 1)
+            if not out.reprefilled:  # a prefill's time is not a round's
+                self.self_drafting.observe_round(window + 1, out.seconds)
         if out.reprefilled:
             self.metrics.reprefills.inc()
         self.metrics.active_sessions.set(len(self.store))
@@ -187,6 +226,9 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
 
     def CloseSession(self, request: dsd_pb2.CloseSessionRequest,
                      context: grpc.ServicerContext) -> dsd_pb2.CloseSessionResponse:
+        session = self.store.get(request.session_id)
+        if session is not None and not session.in_round:  # its text, for later streams' suffix proposer
+            self.self_drafting.remember(session.tokens)
         existed = self.store.remove(request.session_id)  # the store's lock only: never waits for compute
         self.metrics.active_sessions.set(len(self.store))
         self.metrics.cached_tokens.set(self.store.cached_tokens)

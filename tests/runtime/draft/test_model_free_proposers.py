@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsd_runtime.draft.lookup import PromptLookup, SuffixCache, SuffixProposer
+from dsd_runtime.common.lookup import PromptLookup, SuffixCache, SuffixProposer
 from dsd_spec import VerifyCostModel, best_prefix
 
 

@@ -15,6 +15,9 @@ coupled sampling alike.
   (draft length grows with match length). The tree is never built: the matches are kept as index arrays.
 
 All the work is vectorised numpy over the token arrays; Python loops run over match lengths and depths only.
+Shared by both roles: a draft server drafts with them (draft.drafting), and the target drafts for itself in
+target-only mode (target.self_drafting). `Calibration` learns how far each proposer's confidences can be
+trusted, by match length.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 SEPARATOR = -1  # between documents in a SuffixCache: no match or continuation crosses it
+CALIBRATION_DECAY = 0.98
 
 
 @dataclass(frozen=True)
@@ -172,3 +176,45 @@ class SuffixProposer:
                 break
             ends, m = cand, m + 1
         return ends, m
+
+
+class Calibration:
+    """Measured / predicted accepted tokens of a model-free proposer (decayed sums, thread-safe)."""
+
+    def __init__(self) -> None:
+        self._accepted = 1.0  # a one-token prior at ratio 1: trust the frequencies until measured
+        self._predicted = 1.0
+        self._lock = threading.Lock()
+
+    @property
+    def ratio(self) -> float:
+        with self._lock:
+            return self._accepted / self._predicted
+
+    def observe(self, accepted: int, predicted: float) -> None:
+        with self._lock:
+            self._accepted = self._accepted * CALIBRATION_DECAY + accepted
+            self._predicted = self._predicted * CALIBRATION_DECAY + predicted
+
+
+# Calibration buckets by match length: a long match is far more reliable than a one- or two-token one, and
+# the many failed guesses of short matches must not talk the drafter out of long ones.
+MATCH_BUCKETS = (2, 5)  # <= 2, 3..5, >= 6 tokens matched
+
+
+def match_bucket(match_length: int) -> int:
+    return sum(match_length > b for b in MATCH_BUCKETS)
+
+
+def calibration_table() -> dict[tuple[str, int], Calibration]:
+    """One Calibration per (proposer, match bucket), for a server's model-free proposers."""
+    return {(name, b): Calibration() for name in ("lookup", "suffix") for b in range(len(MATCH_BUCKETS) + 1)}
+
+
+def predicted_accepted(confidence: Sequence[float]) -> float:
+    """Expected accepted tokens of a candidate sent whole, by its own confidences: sum_i prod_{j<=i} c_j."""
+    predicted, survive = 0.0, 1.0
+    for c in confidence:
+        survive *= c
+        predicted += survive
+    return predicted

@@ -1,0 +1,126 @@
+"""Target-only streams that draft for themselves (target.self_drafting) still give the target alone's output.
+
+A request repeated after the first one closed finds its text in the target's cross-request cache: the suffix
+proposer then drafts most of the stream and the target accepts it, greedy and seeded alike. Stops inside a
+self-drafted run, max_tokens, a bad proposer and a target told not to self-draft are checked on the raw RPC.
+"""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
+from dsd_runtime.draft.client import TargetClient
+from dsd_runtime.draft.speculating import GenerationRequest, GenerationStats, Speculator
+from dsd_runtime.draft.windowing import WindowConfig, WindowController
+from dsd_spec.sampling import SamplingParams
+from tests.lossless.test_greedy_equals_target_alone import PROMPTS, target_alone
+from tests.lossless.test_seeded_sampling_is_window_invariant import target_alone_sampled
+from tests.support.runtime_fixtures import start_target
+
+SAMPLED = SamplingParams(temperature=0.9, top_p=0.9)
+
+
+def _generate(port: int, proposer: str, prompt: list[int], n: int, params: SamplingParams,
+              seed: int) -> tuple[list[int], GenerationStats]:
+    """A draft server without a model (`proposer` 'none' or 'lookup'): after the first token it streams."""
+    client = TargetClient(f"127.0.0.1:{port}")
+    try:
+        spec = Speculator(None, client, WindowController(WindowConfig(proposer=proposer), has_model=False),
+                          max_context=512)
+        stats = GenerationStats()
+        return list(spec.generate(GenerationRequest(prompt, n, params, seed=seed), stats=stats)), stats
+    finally:
+        client.close()  # closes the session: the target remembers its text
+
+
+def _reference(loaded, prompt: list[int], n: int, params: SamplingParams, seed: int) -> list[int]:
+    if params.greedy:
+        return target_alone(loaded["target"], prompt, n)
+    return target_alone_sampled(loaded["target"], prompt, n, params, seed)
+
+
+@pytest.mark.parametrize("params", [SamplingParams(), SAMPLED], ids=["greedy", "sampled"])
+def test_a_repeated_request_is_self_drafted_from_the_cache_and_equals_the_target_alone(loaded, target_server,
+                                                                                        params):
+    tok = loaded["target"].tokenizer
+    for text in PROMPTS[:3]:
+        prompt = tok(text)["input_ids"]
+        want = _reference(loaded, prompt, 30, params, seed=5)
+        first, _ = _generate(target_server.port, "none", prompt, 30, params, seed=5)
+        again, stats = _generate(target_server.port, "none", prompt, 30, params, seed=5)
+        assert first == want
+        assert again == want
+        # Token 1 is the prefill round's; the rest is streamed, and the cache holds all of it.
+        assert stats.tokens_by_source.get("target-suffix", 0) >= 20, stats.tokens_by_source
+    counters = target_server.registry.get_sample_value
+    assert counters("dsd_target_self_accepted_tokens_total", {"proposer": "suffix"}) >= 60
+
+
+@pytest.mark.parametrize("proposer", ["none", "lookup"])
+@pytest.mark.parametrize("params", [SamplingParams(), SAMPLED], ids=["greedy", "sampled"])
+def test_self_drafted_streams_equal_the_target_alone_on_every_prompt(loaded, target_server, proposer, params):
+    tok = loaded["target"].tokenizer
+    for text in PROMPTS:
+        prompt = tok(text)["input_ids"]
+        out, _ = _generate(target_server.port, proposer, prompt, 24, params, seed=2)
+        assert out == _reference(loaded, prompt, 24, params, seed=2), text
+
+
+def _decode(port: int, **fields) -> list[dsd_pb2.DecodeChunk]:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        return list(dsd_pb2_grpc.TargetStub(channel).Decode(dsd_pb2.DecodeRequest(**fields)))
+
+
+def _cached(server, tokens: list[int]) -> None:
+    server.servicer.self_drafting.remember(tokens)
+
+
+def test_a_stop_token_inside_a_self_drafted_run_ends_the_stream_there(loaded, target_server):
+    prompt = loaded["target"].tokenizer("Once upon a time")["input_ids"]
+    answer = target_alone(loaded["target"], prompt, 20)
+    _cached(target_server, prompt + answer)
+    stop = answer[12]
+    cut = answer.index(stop) + 1  # the first occurrence
+    chunks = _decode(target_server.port, session_id="s", committed_len=len(prompt), context=prompt, max_tokens=20,
+                     stop_token_ids=[stop], proposer="suffix")
+    assert [c.token for c in chunks] == answer[:cut]
+    assert any(c.source == "suffix" for c in chunks), "the run must have been self-drafted"
+    assert chunks[-1].token == stop
+
+
+def test_max_tokens_and_the_window_bound_hold(loaded, target_server):
+    prompt = loaded["target"].tokenizer("Once upon a time")["input_ids"]
+    answer = target_alone(loaded["target"], prompt, 30)
+    _cached(target_server, prompt + answer)
+    chunks = _decode(target_server.port, session_id="m", committed_len=len(prompt), context=prompt, max_tokens=7,
+                     proposer="suffix", max_window=2)
+    assert [c.token for c in chunks] == answer[:7]
+    run = longest = 0
+    for c in chunks:
+        run = run + 1 if c.source else 0
+        longest = max(longest, run)
+    assert 1 <= longest <= 2, "self-drafted runs never exceed max_window"
+
+
+def test_an_unknown_proposer_is_invalid_argument_naming_the_field(loaded, target_server):
+    with pytest.raises(grpc.RpcError) as err:
+        _decode(target_server.port, session_id="x", committed_len=2, context=[1, 2], max_tokens=3,
+                proposer="ngram")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "proposer" in err.value.details()
+
+
+def test_a_target_told_not_to_self_draft_decodes_one_token_per_step(loaded):
+    server = start_target(loaded["target"], self_drafting=False)
+    try:
+        prompt = loaded["target"].tokenizer("Once upon a time")["input_ids"]
+        answer = target_alone(loaded["target"], prompt, 16)
+        _cached(server, prompt + answer)
+        chunks = _decode(server.port, session_id="n", committed_len=len(prompt), context=prompt, max_tokens=16,
+                         proposer="suffix")
+    finally:
+        server.stop(0)
+    assert [c.token for c in chunks] == answer
+    assert not any(c.source for c in chunks)
