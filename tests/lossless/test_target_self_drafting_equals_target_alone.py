@@ -10,8 +10,10 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from dsd_runtime.common import models
 from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
 from dsd_runtime.draft.client import TargetClient
+from dsd_runtime.draft.engine import DraftEngine
 from dsd_runtime.draft.speculating import GenerationRequest, GenerationStats, Speculator
 from dsd_runtime.draft.windowing import WindowConfig, WindowController
 from dsd_spec.sampling import SamplingParams
@@ -68,6 +70,28 @@ def test_self_drafted_streams_equal_the_target_alone_on_every_prompt(loaded, tar
         assert out == _reference(loaded, prompt, 24, params, seed=2), text
 
 
+@pytest.mark.parametrize("params", [SamplingParams(), SAMPLED], ids=["greedy", "sampled"])
+def test_an_engine_leaves_lookup_windows_to_a_self_drafting_target(loaded, tiny_models, target_server, params):
+    """Through the handshake: Info says the target drafts with lookup itself, so the edge sends none of its own."""
+    engine = DraftEngine(models.load_tokenizer(str(tiny_models["target"])), f"127.0.0.1:{target_server.port}",
+                         WindowConfig(proposer="lookup"))
+    try:
+        engine.connect(timeout_s=30)
+        assert engine.speculator.target_self_drafting == {"lookup", "suffix", "hybrid"}
+        tok = loaded["target"].tokenizer
+        for text in PROMPTS:
+            prompt = tok(text + " " + text)["input_ids"]  # the text twice: lookup finds matches
+            stats = GenerationStats()
+            out = list(engine.speculator.generate(GenerationRequest(prompt, 24, params, seed=3), stats=stats))
+            assert out == _reference(loaded, prompt, 24, params, seed=3), text
+            assert stats.tokens_by_source.get("lookup", 0) == 0, stats.tokens_by_source
+            assert stats.target_only_tokens == len(out) - 1, "after the prefill round the request streams"
+    finally:
+        engine.close()
+    drafted = target_server.registry.get_sample_value("dsd_target_self_drafted_tokens_total", {"proposer": "lookup"})
+    assert drafted and drafted > 0, "the target drafted nothing for itself"
+
+
 def _decode(port: int, **fields) -> list[dsd_pb2.DecodeChunk]:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         return list(dsd_pb2_grpc.TargetStub(channel).Decode(dsd_pb2.DecodeRequest(**fields)))
@@ -90,12 +114,13 @@ def test_a_stop_token_inside_a_self_drafted_run_ends_the_stream_there(loaded, ta
     assert chunks[-1].token == stop
 
 
-def test_max_tokens_and_the_window_bound_hold(loaded, target_server):
+@pytest.mark.parametrize("proposer", ["suffix", "hybrid"])
+def test_max_tokens_and_the_window_bound_hold(loaded, target_server, proposer):
     prompt = loaded["target"].tokenizer("Once upon a time")["input_ids"]
     answer = target_alone(loaded["target"], prompt, 30)
     _cached(target_server, prompt + answer)
     chunks = _decode(target_server.port, session_id="m", committed_len=len(prompt), context=prompt, max_tokens=7,
-                     proposer="suffix", max_window=2)
+                     proposer=proposer, max_window=2)
     assert [c.token for c in chunks] == answer[:7]
     run = longest = 0
     for c in chunks:
@@ -120,7 +145,10 @@ def test_a_target_told_not_to_self_draft_decodes_one_token_per_step(loaded):
         _cached(server, prompt + answer)
         chunks = _decode(server.port, session_id="n", committed_len=len(prompt), context=prompt, max_tokens=16,
                          proposer="suffix")
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            info = dsd_pb2_grpc.TargetStub(channel).Info(dsd_pb2.InfoRequest())
     finally:
         server.stop(0)
     assert [c.token for c in chunks] == answer
     assert not any(c.source for c in chunks)
+    assert not info.self_drafting, "a draft must not leave windows to a target that will not make them"

@@ -7,6 +7,10 @@ Called by draft.speculating once per round. Proposers (chosen once, at construct
   hybrid  each round: a suffix match when it pays, else the draft model when it pays, else nothing: the target
           decodes alone (target-only mode, a Decode stream) until a proposal pays again;
   none    the target always decodes alone (the operator's speculation mode "off").
+A target that drafts for itself in target-only mode (Info.self_drafting) makes any model-free window it can
+reproduce from the request's own tokens with no round trip, so such windows are left to it: the request streams
+instead. The draft sends a model-free window only when the target cannot make it (a suffix match that needs this
+draft server's cross-request cache) or does not self-draft.
 "Pays" is dsd_spec's goodput model on measured costs: the wait for k verified positions (network + target),
 the draft model's step time and per-position acceptance, and the model-free candidates' own continuation
 frequencies calibrated by their measured acceptance. Every proposal is a point mass, so all of it is exact.
@@ -56,7 +60,8 @@ class DraftingState:
 class Drafter:
     """Plans the window of each round of one request."""
 
-    def __init__(self, mode: str, proposer: Proposer | None, window: WindowController, state: DraftingState) -> None:
+    def __init__(self, mode: str, proposer: Proposer | None, window: WindowController, state: DraftingState,
+                 target_self_drafting: frozenset[str] = frozenset()) -> None:
         if mode not in PROPOSERS:
             raise ValueError(f"proposer must be one of {PROPOSERS}, got {mode!r}")
         if mode == "model" and proposer is None:
@@ -67,6 +72,8 @@ class Drafter:
         self.state = state
         self.lookup = PromptLookup()
         self.suffix = SuffixProposer(state.cache)
+        self.target_self_drafting = target_self_drafting  # the proposers the target drafts with on its own
+        self._request_only = SuffixProposer(SuffixCache(0))  # what the target's suffix proposer sees at least
         self._since_model = 0
         self._since_free = 0  # rounds whose model-free candidate was cut to nothing
 
@@ -98,6 +105,8 @@ class Drafter:
             self._since_free = self._since_free + 1 if len(candidate) and not k else 0
             if self._since_free >= EXPLORE_EVERY and not streaming:  # re-measure what the statistics gave up on
                 k, free, self._since_free = len(candidate), None, 0
+        if k and self._target_makes(source, committed, candidate.tokens[:k]):
+            k, free = 0, None
         baseline = alone_goodput if streaming else (1.0 / wait(1) if wait is not None else None)
         free_pays = bool(k) and (free is None or baseline is None or free > baseline)
         if self.mode != "hybrid" or self.proposer is None:
@@ -112,6 +121,16 @@ class Drafter:
         if use_model or (not streaming and self._since_model >= EXPLORE_EVERY):
             return self._model_window(committed, carried, gamma)
         return Window([], "none")
+
+    def _target_makes(self, source: str, committed: list[int], tokens: tuple[int, ...]) -> bool:
+        """Whether the target, drafting for itself in a stream, would propose `tokens` here: lookup reads only
+        the request, so always; suffix when the request alone (the target's cache holds more) yields them."""
+        if source not in self.target_self_drafting:
+            return False
+        if source == "lookup":
+            return True
+        alone = self._request_only.propose(np.asarray(committed, dtype=np.int64), len(tokens))
+        return alone.tokens[:len(tokens)] == tokens
 
     def _model_window(self, committed: list[int], carried: list[Proposal], gamma: int) -> Window:
         assert self.proposer is not None

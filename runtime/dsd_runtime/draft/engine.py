@@ -116,6 +116,7 @@ class DraftEngine:
         self.target_max_context = min(info.max_context, own)
         self.speculator.max_context = self.target_max_context
         self.speculator.max_window = info.max_window or self.speculator.max_window
+        self.speculator.target_self_drafting = frozenset(info.self_drafting)
         self.vocab_size = info.vocab_size
         self.eos_token_ids = frozenset(info.eos_token_ids) or frozenset(self.draft.eos_token_ids)
         self.chat_template = info.chat_template or self.draft.chat_template

@@ -92,6 +92,9 @@ class Speculator:
         self.drafting = drafting or DraftingState()
         self.max_context = max_context
         self.max_window = DEFAULT_MAX_WINDOW  # the target's largest window (Info.max_window)
+        # The proposers the target drafts with in a Decode stream (Info.self_drafting): windows it would make
+        # itself are left to it (draft.drafting).
+        self.target_self_drafting: frozenset[str] = frozenset()
 
     def generate(self, req: GenerationRequest, cancel: threading.Event | None = None,
                  stats: GenerationStats | None = None,
@@ -107,7 +110,8 @@ class Speculator:
         session_id = uuid.uuid4().hex
         proposer = Proposer(self.model, req.params, req.seed) if self.model is not None else None
         cfg = self.window.config
-        drafter = Drafter(cfg.proposer if cfg.mode == "speculate" else "none", proposer, self.window, self.drafting)
+        drafter = Drafter(cfg.proposer if cfg.mode == "speculate" else "none", proposer, self.window, self.drafting,
+                          self.target_self_drafting)
         committed = list(req.prompt_ids)
         carried: list[Proposal] = []  # surviving pipelined drafts: the start of the next window
         send_context = True
@@ -288,14 +292,18 @@ class Speculator:
 
     def _decode_request(self, session_id: str, committed: list[int], req: GenerationRequest,
                         with_context: bool) -> dsd_pb2.DecodeRequest:
-        """The stream drafts for itself with the draft's model-free proposer (suffix unless told lookup), up to
-        the window bound the operator's loop sets."""
+        """The stream drafts for itself with the draft's model-free proposer (lookup or suffix when told, else
+        the target's hybrid of both where it has one), up to the window bound the operator's loop sets."""
         cfg = self.window.config
+        if cfg.proposer in ("lookup", "suffix"):
+            proposer = cfg.proposer
+        else:
+            proposer = "hybrid" if "hybrid" in self.target_self_drafting else "suffix"
         return dsd_pb2.DecodeRequest(
             session_id=session_id, committed_len=len(committed), context=committed if with_context else [],
             sampling=Speculator._sampling(req), max_tokens=req.max_tokens - (len(committed) - len(req.prompt_ids)),
             stop_token_ids=sorted(req.stop_token_ids), logprobs=req.logprobs, top_logprobs=req.top_logprobs,
-            proposer="lookup" if cfg.proposer == "lookup" else "suffix", max_window=cfg.gamma_max)
+            proposer=proposer, max_window=cfg.gamma_max)
 
     @staticmethod
     def _sampling(req: GenerationRequest) -> dsd_pb2.SamplingParams:

@@ -30,7 +30,8 @@ from dsd_runtime.common.lookup import (
 from dsd_runtime.errors import InvalidRequest
 from dsd_spec import VerifyCostModel, WindowEstimator, best_prefix
 
-PROPOSERS = ("none", "lookup", "suffix")  # DecodeRequest.proposer ("" is "none")
+SELF_DRAFTING_PROPOSERS = ("lookup", "suffix", "hybrid")  # Info.self_drafting; hybrid: the better of both
+PROPOSERS = ("none", *SELF_DRAFTING_PROPOSERS)  # DecodeRequest.proposer ("" is "none")
 # A stream whose candidates the goodput cut to nothing still sends one whole every this many steps: costs and
 # calibration that are never refreshed cannot recover from a bad start.
 EXPLORE_EVERY = 16
@@ -90,27 +91,41 @@ class StreamDrafter:
         self._since_cut = 0
 
     def plan(self, history: Sequence[int], cap: int) -> SelfWindow:
-        """`history`: the session's committed tokens; `cap`: the most tokens this step may draft."""
+        """`history`: the session's committed tokens; `cap`: the most tokens this step may draft.
+
+        `hybrid` scores the lookup and the suffix candidate alike and sends the better (lookup finds the most
+        recent n-gram, as when editing given code; suffix the longest, most frequent match, as when quoting).
+        """
         cap = min(cap, self.max_window)
         if self.proposer == "none" or cap <= 0 or not history:
             return SelfWindow()
-        finder = self._lookup if self.proposer == "lookup" else self._suffix
-        candidate = finder.propose(np.asarray(history, dtype=np.int64), cap)
-        if not len(candidate):
-            return SelfWindow()
-        k = len(candidate)
-        bucket = match_bucket(candidate.match_length)
+        text = np.asarray(history, dtype=np.int64)
         wait = self.shared.wait_model()
-        if wait is not None:
-            calibration = self.shared.calibration[(self.proposer, bucket)].ratio
-            k, _ = best_prefix(candidate.confidence, calibration, wait)
-            self._since_cut = self._since_cut + 1 if not k else 0
-            if self._since_cut >= EXPLORE_EVERY:
-                k, self._since_cut = len(candidate), 0
-        if not k:
-            return SelfWindow()
-        return SelfWindow(candidate.tokens[:k], self.proposer, predicted_accepted(candidate.confidence[:k]), bucket)
+        best, best_rate, longest = SelfWindow(), 0.0, SelfWindow()
+        for source in ("lookup", "suffix") if self.proposer == "hybrid" else (self.proposer,):
+            candidate = (self._lookup if source == "lookup" else self._suffix).propose(text, cap)
+            if not len(candidate):
+                continue
+            bucket = match_bucket(candidate.match_length)
+            if len(candidate) > len(longest.tokens):
+                longest = _window(candidate.tokens, candidate.confidence, source, bucket)
+            if wait is None:
+                continue  # no costs measured yet: the longest candidate goes whole
+            k, rate = best_prefix(candidate.confidence, self.shared.calibration[(source, bucket)].ratio, wait)
+            if k and rate > best_rate:
+                best = _window(candidate.tokens[:k], candidate.confidence[:k], source, bucket)
+                best_rate = rate
+        if wait is None:
+            return longest
+        self._since_cut = self._since_cut + 1 if longest.tokens and not best.tokens else 0
+        if self._since_cut >= EXPLORE_EVERY:
+            best, self._since_cut = longest, 0
+        return best
 
     def observe(self, window: SelfWindow, num_accepted: int) -> None:
         if window.tokens:
             self.shared.calibration[(window.source, window.bucket)].observe(num_accepted, window.predicted_accepted)
+
+
+def _window(tokens: Sequence[int], confidence: Sequence[float], source: str, bucket: int) -> SelfWindow:
+    return SelfWindow(tuple(tokens), source, predicted_accepted(confidence), bucket)

@@ -31,7 +31,7 @@ from dsd_runtime.metrics import TargetMetrics
 from dsd_runtime.target.backend import BatchedTransformersBackend
 from dsd_runtime.target.pass_trace import PassTrace
 from dsd_runtime.target.pricing import PositionPricing
-from dsd_runtime.target.self_drafting import SelfDrafting, SelfWindow
+from dsd_runtime.target.self_drafting import SELF_DRAFTING_PROPOSERS, SelfDrafting, SelfWindow
 from dsd_runtime.target.sessions import SessionStore
 from dsd_runtime.target.verifying import Verifier, VerifyInput, VerifyOutput
 from dsd_spec.sampling import SamplingParams
@@ -240,6 +240,7 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
             tokenizer_fingerprint=self.model.tokenizer_fingerprint, max_context=self.model.lm.max_context,
             max_window=self.settings.max_window, eos_token_ids=self.model.eos_token_ids,
             chat_template=self.model.chat_template,
+            self_drafting=SELF_DRAFTING_PROPOSERS if self.settings.self_drafting else (),
         )
 
 

@@ -129,7 +129,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_name", "vocab_size", "tokenizer_fingerprint", "max_context", "max_window", "eos_token_ids", "chat_template")
+    __slots__ = ("model_name", "vocab_size", "tokenizer_fingerprint", "max_context", "max_window", "eos_token_ids", "chat_template", "self_drafting")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
     TOKENIZER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +137,7 @@ class InfoResponse(_message.Message):
     MAX_WINDOW_FIELD_NUMBER: _ClassVar[int]
     EOS_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    SELF_DRAFTING_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     vocab_size: int
     tokenizer_fingerprint: str
@@ -144,7 +145,8 @@ class InfoResponse(_message.Message):
     max_window: int
     eos_token_ids: _containers.RepeatedScalarFieldContainer[int]
     chat_template: str
-    def __init__(self, model_name: _Optional[str] = ..., vocab_size: _Optional[int] = ..., tokenizer_fingerprint: _Optional[str] = ..., max_context: _Optional[int] = ..., max_window: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., chat_template: _Optional[str] = ...) -> None: ...
+    self_drafting: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_name: _Optional[str] = ..., vocab_size: _Optional[int] = ..., tokenizer_fingerprint: _Optional[str] = ..., max_context: _Optional[int] = ..., max_window: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., chat_template: _Optional[str] = ..., self_drafting: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetWindowRequest(_message.Message):
     __slots__ = ()
