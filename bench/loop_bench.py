@@ -211,8 +211,8 @@ class Loop(threading.Thread):
 
 def _window(policy: str) -> dict[str, Any]:
     static = {"gamma": 4, "gamma_min": 1, "gamma_max": 4, "policy": "static", "pipelined": True, "mode": "speculate"}
-    if policy == POLICIES[0]:  # mode off from the start: every request is a target-only stream
-        return {**static, "mode": "off"}
+    if policy == POLICIES[0]:  # no drafting anywhere: every request a target-only stream, no self-drafting
+        return {**static, "mode": "off", "proposer": "none"}
     if policy == POLICIES[STATIC]:
         return static
     return dict(children.runtime_config(LOOP_SPEC)["window"])

@@ -25,12 +25,13 @@ SAMPLED = SamplingParams(temperature=0.9, top_p=0.9)
 
 
 def _generate(port: int, proposer: str, prompt: list[int], n: int, params: SamplingParams,
-              seed: int) -> tuple[list[int], GenerationStats]:
-    """A draft server without a model (`proposer` 'none' or 'lookup'): after the first token it streams."""
+              seed: int, mode: str = "speculate") -> tuple[list[int], GenerationStats]:
+    """A draft server without a model and no handshake (it sends every model-free window it finds itself):
+    with `mode` off, or `proposer` none, it streams after the first token."""
     client = TargetClient(f"127.0.0.1:{port}")
     try:
-        spec = Speculator(None, client, WindowController(WindowConfig(proposer=proposer), has_model=False),
-                          max_context=512)
+        config = WindowConfig(proposer=proposer, mode=mode)
+        spec = Speculator(None, client, WindowController(config, has_model=False), max_context=512)
         stats = GenerationStats()
         return list(spec.generate(GenerationRequest(prompt, n, params, seed=seed), stats=stats)), stats
     finally:
@@ -50,8 +51,9 @@ def test_a_repeated_request_is_self_drafted_from_the_cache_and_equals_the_target
     for text in PROMPTS[:3]:
         prompt = tok(text)["input_ids"]
         want = _reference(loaded, prompt, 30, params, seed=5)
-        first, _ = _generate(target_server.port, "none", prompt, 30, params, seed=5)
-        again, stats = _generate(target_server.port, "none", prompt, 30, params, seed=5)
+        # The operator's mode off: no windows from the draft, the stream self-drafts with suffix.
+        first, _ = _generate(target_server.port, "suffix", prompt, 30, params, seed=5, mode="off")
+        again, stats = _generate(target_server.port, "suffix", prompt, 30, params, seed=5, mode="off")
         assert first == want
         assert again == want
         # Token 1 is the prefill round's; the rest is streamed, and the cache holds all of it.
@@ -66,8 +68,18 @@ def test_self_drafted_streams_equal_the_target_alone_on_every_prompt(loaded, tar
     tok = loaded["target"].tokenizer
     for text in PROMPTS:
         prompt = tok(text)["input_ids"]
-        out, _ = _generate(target_server.port, proposer, prompt, 24, params, seed=2)
+        out, stats = _generate(target_server.port, proposer, prompt, 24, params, seed=2)
         assert out == _reference(loaded, prompt, 24, params, seed=2), text
+        if proposer == "none":  # no drafting at all: the target alone
+            assert set(stats.tokens_by_source) == {"target"}, stats.tokens_by_source
+
+
+def test_a_request_without_drafting_is_the_target_alone_even_from_the_cache(loaded, target_server):
+    prompt = loaded["target"].tokenizer(PROMPTS[0])["input_ids"]
+    first, _ = _generate(target_server.port, "none", prompt, 24, SamplingParams(), seed=0)
+    again, stats = _generate(target_server.port, "none", prompt, 24, SamplingParams(), seed=0)
+    assert again == first
+    assert stats.tokens_by_source == {"target": 24}, "--proposer none must not self-draft"
 
 
 @pytest.mark.parametrize("params", [SamplingParams(), SAMPLED], ids=["greedy", "sampled"])

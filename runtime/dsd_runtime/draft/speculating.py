@@ -293,9 +293,13 @@ class Speculator:
     def _decode_request(self, session_id: str, committed: list[int], req: GenerationRequest,
                         with_context: bool) -> dsd_pb2.DecodeRequest:
         """The stream drafts for itself with the draft's model-free proposer (lookup or suffix when told, else
-        the target's hybrid of both where it has one), up to the window bound the operator's loop sets."""
+        the target's hybrid of both where it has one), up to the window bound the operator's loop sets.
+
+        `--proposer none` means no drafting at all: the target alone. The operator's mode `off` only stops the
+        draft's own windows: the target's self-drafting costs no round trip and stays.
+        """
         cfg = self.window.config
-        if cfg.proposer in ("lookup", "suffix"):
+        if cfg.proposer in ("lookup", "suffix", "none"):
             proposer = cfg.proposer
         else:
             proposer = "hybrid" if "hybrid" in self.target_self_drafting else "suffix"
