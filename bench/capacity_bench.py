@@ -197,7 +197,8 @@ def _children(pid: int) -> list[int]:
     return kids + [g for k in kids for g in _children(k)]
 
 
-def load_test(port: int, clients: int = 64, seconds: float = 60.0, max_tokens: int = 24) -> None:
+def load_test(port: int, clients: int = 64, seconds: float = 60.0, max_tokens: int = 24,
+              out: Path = OUT) -> None:
     proc = _serve("batched", port, ("--max-sessions=16",))
     statuses: dict[int, int] = {}
     answers: list[tuple[int, str]] = []
@@ -237,7 +238,7 @@ def load_test(port: int, clients: int = 64, seconds: float = 60.0, max_tokens: i
     lines = [f"64 clients for {seconds:.0f} s, target --max-sessions 16: responses by status "
              f"{dict(sorted(statuses.items()))}; {len(answers)} completed answers, {wrong} differing from the "
              f"target alone; RSS of draft + target {base:.0f} MiB before, at most {max(rss):.0f} MiB under load."]
-    (OUT / "load.md").write_text("\n".join(lines) + "\n")
+    (out / "load.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if set(statuses) - {200, 429} or wrong:
         raise SystemExit("load test failed: a status other than 200/429, or an answer that differs")
@@ -249,11 +250,12 @@ def main() -> None:
     parser.add_argument("--load-only", action="store_true")
     parser.add_argument("--no-load", action="store_true", help="skip the bounded load test")
     parser.add_argument("--port", type=int, default=18300)
+    parser.add_argument("--out", type=Path, default=OUT, help="where the results go (default docs/benchmarks)")
     parser.add_argument("--repeats", type=int, default=0, help="repeats of the whole comparison (default 3; "
                         "--quick: 1)")
     args = parser.parse_args()
     if args.load_only:
-        load_test(args.port)
+        load_test(args.port, out=args.out)
         return
     counts = [1, 4, 8] if args.quick else [1, 4, 8, 16, 32]
     max_tokens = 24 if args.quick else 48
@@ -270,11 +272,11 @@ def main() -> None:
                               outputs.setdefault(config, {}))
     identical = all(outputs[c] == outputs["serialised"] for c in CONFIGS)  # every prompt, every configuration
     lossless, verdict = _check_target_alone(outputs["serialised"], max_tokens, 4)
-    _report(waves, counts, identical, verdict)  # written before failing, so a failed check loses no measurement
+    _report(waves, counts, identical, verdict, args.out)  # written before failing: a failed check loses nothing
     if not lossless:
         raise SystemExit(verdict)
     if not args.quick and not args.no_load:
-        load_test(args.port)
+        load_test(args.port, out=args.out)
 
 
 def _measure(config: str, repeat: int, waves_to_run: list[tuple[int, int]], max_tokens: int, port: int,
@@ -348,16 +350,16 @@ def _check_target_alone(outputs: dict[int, str], max_tokens: int, k: int) -> tup
     return ok, "; ".join([f"{equal} of the first {k} prompts' answers equal the target decoding alone", *notes])
 
 
-def _report(waves: list[Wave], counts: list[int], identical: bool, verdict: str) -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    with (OUT / "capacity.csv").open("w", newline="") as f:
+def _report(waves: list[Wave], counts: list[int], identical: bool, verdict: str, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "capacity.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["config", "clients", "repeat", "tokens", "seconds", "tokens_per_s", "tpot_p50_ms",
                     "tpot_p95_ms"])
         for v in waves:
             w.writerow([v.config, v.clients, v.repeat, v.tokens, f"{v.seconds:.2f}", f"{v.tokens_per_s:.2f}",
                         f"{1000 * _pct(v.tpots, 50):.0f}", f"{1000 * _pct(v.tpots, 95):.0f}"])
-    (OUT / "capacity-runs.json").write_text(json.dumps(
+    (out / "capacity-runs.json").write_text(json.dumps(
         [{**asdict(v), "tpots": [round(t, 4) for t in v.tpots]} for v in waves], indent=1) + "\n")
     repeats = sorted({v.repeat for v in waves})
     rate = {(v.config, v.clients, v.repeat): v.tokens_per_s for v in waves}
@@ -382,9 +384,9 @@ def _report(waves: list[Wave], counts: list[int], identical: bool, verdict: str)
               "repeat (its range in brackets)."]
     lines += ["", f"Outputs identical across configurations and client counts: {identical}; {verdict}."]
     text = "\n".join(lines)
-    (OUT / "capacity.md").write_text(text + "\n")
+    (out / "capacity.md").write_text(text + "\n")
     print(text)
-    _plot(waves, counts)
+    _plot(waves, counts, out)
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -392,7 +394,7 @@ def _pct(xs: list[float], p: float) -> float:
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
-def _plot(waves: list[Wave], counts: list[int]) -> None:
+def _plot(waves: list[Wave], counts: list[int], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -409,7 +411,7 @@ def _plot(waves: list[Wave], counts: list[int]) -> None:
     b.set_ylabel("TPOT p50 (ms)")
     a.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(OUT / "capacity.png", dpi=120)
+    fig.savefig(out / "capacity.png", dpi=120)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from dsd_runtime.api import errors, responses
 from dsd_runtime.api.auth import ApiKeyMiddleware, ApiKeys
 from dsd_runtime.api.responses import Envelope
-from dsd_runtime.api.schemas import ERROR_RESPONSES, ChatCompletionRequest, CompletionRequest
+from dsd_runtime.api.schemas import ERROR_RESPONSES, GENERATION_RESPONSES, ChatCompletionRequest, CompletionRequest
 from dsd_runtime.common import seeding
 from dsd_runtime.draft.engine import Completion, DraftEngine, TextRequest
 from dsd_runtime.draft.speculating import Cancelled, GenerationStats
@@ -76,11 +76,11 @@ def create_app(engine: DraftEngine, max_body_bytes: int = errors.MAX_BODY_BYTES,
         return {"object": "list", "data": [{"id": engine.model_name, "object": "model", "created": 0,
                                             "owned_by": "dsd"}]}
 
-    @app.post("/v1/completions", responses=ERROR_RESPONSES)
+    @app.post("/v1/completions", responses=GENERATION_RESPONSES)
     async def completions(body: CompletionRequest, request: Request) -> Response:
         return await api.respond(api.completion_choices(body), body, request, chat=False)
 
-    @app.post("/v1/chat/completions", responses=ERROR_RESPONSES)
+    @app.post("/v1/chat/completions", responses=GENERATION_RESPONSES)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         return await api.respond(api.chat_choices(body), body, request, chat=True)
 

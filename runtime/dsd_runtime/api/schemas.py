@@ -237,3 +237,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "Invalid or unsupported parameter (`param` names it)"), (404, "Unknown model"),
         (413, "Request body too large"), (429, "Target over capacity (Retry-After)"),
         (500, "Internal error"), (503, "Not connected to a serving target (Retry-After)"))}
+
+# A generation answers JSON, or with `stream: true` server-sent events (OpenAI's `data: {...}` chunks).
+GENERATION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The completion; with `stream: true`, server-sent events of completion chunks",
+          "content": {"application/json": {}, "text/event-stream": {"schema": {"type": "string"}}}},
+    **ERROR_RESPONSES}
