@@ -11,7 +11,9 @@ What the simulator is given, all measured in the same run (what it predicts, tok
     not predictions; the runtime-adaptive and operator-loop policies are predictions;
   - per policy and phase, the drafting the run measured: the share of steps the target decoded alone, the
     window of every verify round (from the traced verify passes: an adaptive window varies per round), the
-    acceptance by position (the draft's counters), the phase's RTT and the mean prompt and answer lengths.
+    acceptance by position (the draft's counters), the phase's RTT and the mean prompt and answer lengths;
+  - and what the target-only steps drafted for themselves (the target's counters by window and position): the
+    traced passes of those windows are not the draft's rounds, so they are taken out of the verify windows.
 Each phase is one closed-loop client for the phase's duration, as the benchmark runs it.
 """
 
@@ -59,6 +61,31 @@ def _verify_seconds(passes: list[list[float]]) -> float:
     return sum(s for _, tokens, s in passes if 1 < tokens <= MAX_WINDOW + 1)
 
 
+@dataclass(frozen=True)
+class SelfDrafted:
+    """A phase's target-only steps by the window the target drafted for itself, and that drafting's acceptance."""
+
+    steps_by_window: dict[int, float]  # window (0 = none) -> steps
+    alphas: list[float]
+
+    @property
+    def steps(self) -> float:
+        return sum(self.steps_by_window.values())
+
+
+def self_drafted(phase: dict) -> SelfDrafted:
+    """From the target's counters; a run recorded before they existed: every target-only token its own step."""
+    c = phase["counters"]
+    by_window = {k: c[f"self_window_{k}"] for k in range(MAX_WINDOW + 1) if c.get(f"self_window_{k}")}
+    if not any(f.startswith("self_window_") for f in c):
+        by_window = {0: c.get("target_only_tokens", 0.0)}
+    alphas = []
+    for i in range(1, MAX_WINDOW + 1):
+        reached = c.get(f"self_reached_at_{i}", 0.0)
+        alphas.append(c.get(f"self_accepted_at_{i}", 0.0) / reached if reached else 0.0)
+    return SelfDrafted(by_window, alphas)
+
+
 def fit_overheads(phases: list[dict]) -> Overheads:
     """Request and step overheads from the target-alone phases; round overhead from static gamma 4's."""
     request = step = steps = 0.0
@@ -76,7 +103,7 @@ def fit_overheads(phases: list[dict]) -> Overheads:
         _, decodes, _ = _split(p["passes"])
         c = p["counters"]
         ttft = sum(r["ttft_s"] for r in p["requests"])
-        n_rounds, alone = c.get("rounds", 0.0), c.get("target_only_tokens", 0.0)
+        n_rounds, alone = c.get("rounds", 0.0), self_drafted(p).steps
         residual += (p["seconds"] - ttft - sum(decodes) - _verify_seconds(p["passes"])
                      - n_rounds * p["rtt_ms"] / 1000 - step_s * (alone + n_rounds))
         rounds += n_rounds
@@ -85,8 +112,15 @@ def fit_overheads(phases: list[dict]) -> Overheads:
 
 def replay(phase: dict, cost: PassCost, over: Overheads, phase_s: float) -> dict:
     """One phase in DSD-Sim: tokens/s and TPOT p50."""
-    share, gamma, alphas = drafting(phase)
+    _, gamma, alphas = drafting(phase)
     _, _, windows = _split(phase["passes"])
+    own = self_drafted(phase)
+    for k, steps in own.steps_by_window.items():  # the target's own windows were not the draft's rounds
+        if k and k in windows:
+            windows[k] = max(0, windows[k] - round(steps))
+    windows = {k: n for k, n in windows.items() if n}
+    rounds = phase["counters"].get("rounds", 0.0)
+    share = own.steps / (own.steps + rounds) if own.steps + rounds else 1.0
     requests = phase["requests"]
     alone = phase["policy"] == TARGET_ALONE or not windows
     doc = {
@@ -99,12 +133,20 @@ def replay(phase: dict, cost: PassCost, over: Overheads, phase_s: float) -> dict
         "gamma": {"value": min(gamma, MAX_WINDOW), "max": MAX_WINDOW},
         "hybrid": {"target_only_share": share, "round_overhead_ms": 1000 * over.round_s,
                    "window_shares": [windows.get(k, 0) for k in range(1, max(windows) + 1)] if windows else None},
+        "self_drafting": _self_drafting_doc(own),
         "workload": {"kind": "closed",
                      "prompt_tokens": {"mean": sum(r["prompt_tokens"] for r in requests) / len(requests)},
                      "output_tokens": {"mean": sum(r["completion_tokens"] for r in requests) / len(requests)}},
     }
     s = simulation.run(scenario.from_dict(doc)).summary()
     return {"tokens": s["tokens_total"], "seconds": s["simulated_s"], "tpot_p50_ms": s["tpot_ms"]["p50"]}
+
+
+def _self_drafting_doc(own: SelfDrafted) -> dict:
+    if not any(k and n for k, n in own.steps_by_window.items()):
+        return {}
+    shares = [own.steps_by_window.get(k, 0.0) for k in range(max(own.steps_by_window) + 1)]
+    return {"window_shares": shares, "alpha_by_position": own.alphas}
 
 
 def main() -> None:

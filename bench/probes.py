@@ -12,7 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 # Counters (and histogram sums/counts) read before and after a measured span: sample name -> recorded key.
 TARGET_SAMPLES = {"dsd_target_forward_pass_seconds_count": "passes",
                   "dsd_target_forward_pass_seconds_sum": "pass_seconds",
-                  "dsd_target_batch_sequences_sum": "pass_sequences", "dsd_target_batch_tokens_sum": "pass_tokens"}
+                  "dsd_target_batch_sequences_sum": "pass_sequences", "dsd_target_batch_tokens_sum": "pass_tokens",
+                  "dsd_target_only_steps_total": "self_window",
+                  "dsd_target_self_accepted_per_position_total": "self_accepted_at",
+                  "dsd_target_self_reached_per_position_total": "self_reached_at"}
 DRAFT_SAMPLES = {"dsd_speculation_rounds_total": "rounds", "dsd_draft_tokens_proposed_total": "proposed",
                  "dsd_draft_tokens_accepted_total": "accepted", "dsd_target_only_tokens_total": "target_only_tokens",
                  "dsd_tokens_generated_total": "tokens_generated",
@@ -21,14 +24,16 @@ DRAFT_SAMPLES = {"dsd_speculation_rounds_total": "rounds", "dsd_draft_tokens_pro
 
 
 def scrape(url: str, wanted: dict[str, str]) -> dict[str, float]:
-    """The wanted samples of one /metrics page, summed over labels; per-position samples keyed `<key>_<pos>`."""
+    """The wanted samples of one /metrics page, summed over labels; per-position (per-window) samples keyed
+    `<key>_<position>` (`<key>_<window>`)."""
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
         for sample in family.samples:
             key = wanted.get(sample.name)
             if key is not None:
-                if "position" in sample.labels:
-                    key = f"{key}_{sample.labels['position']}"
+                for label in ("position", "window"):
+                    if label in sample.labels:
+                        key = f"{key}_{sample.labels[label]}"
                 values[key] = values.get(key, 0.0) + sample.value
     return values
 

@@ -112,6 +112,24 @@ class TargetMetrics:
                            "model-free proposer.", ["proposer"], registry=registry)
         self.self_drafted = {name: drafted.labels(proposer=name) for name in ("lookup", "suffix")}
         self.self_accepted = {name: accepted.labels(proposer=name) for name in ("lookup", "suffix")}
+        steps = Counter("dsd_target_only_steps_total", "Steps of target-only streams, by the window they drafted "
+                        "for themselves (0: none; the last label counts larger ones).", ["window"], registry=registry)
+        self.self_windows = [steps.labels(window=str(k)) for k in range(MAX_POSITION_LABELS + 1)]
+        per_pos = Counter("dsd_target_self_accepted_per_position_total", "Self-drafted tokens accepted at window "
+                          "position i.", ["position"], registry=registry)
+        reached = Counter("dsd_target_self_reached_per_position_total", "Self-drafted tokens judged at window "
+                          "position i (all before it accepted): accepted / reached is the conditional acceptance.",
+                          ["position"], registry=registry)
+        self.self_accepted_at = [per_pos.labels(position=str(i + 1)) for i in range(MAX_POSITION_LABELS)]
+        self.self_reached_at = [reached.labels(position=str(i + 1)) for i in range(MAX_POSITION_LABELS)]
+
+    def observe_self_step(self, window: int, accepted: int) -> None:
+        """One target-only step that verified `window` self-drafted tokens and accepted `accepted` of them."""
+        self.self_windows[min(window, MAX_POSITION_LABELS)].inc()
+        for i in range(min(window, accepted + 1, MAX_POSITION_LABELS)):
+            self.self_reached_at[i].inc()
+            if i < accepted:
+                self.self_accepted_at[i].inc()
 
     def observe_pass(self, sequences: int, tokens: int, seconds: float) -> None:
         self.batch_sequences.observe(sequences)

@@ -2,7 +2,8 @@
 
 Every mode starts like the runtime does: the prompt goes to the target, which prefills it and answers the first
 token (an empty window). Then, per round:
-- target_only: one decode step on the target per token;
+- target_only: one decode step on the target per step, yielding its own token after any self-drafted ones it
+  accepted (`self_drafting`: the window of each step drawn from `window_shares`, verified in the same pass);
 - fused: the draft runs on the target (gamma draft steps inside the target's pass) then verifies;
 - blocking: gamma sequential steps on the edge draft, uplink, batched verify, downlink;
 - pipelined: as blocking, but while the answer is in flight the draft keeps going (up to gamma + 1 steps,
@@ -10,9 +11,9 @@ token (an empty window). Then, per round:
   extra drafts start the next window, otherwise they are wasted. Like the runtime, a draft only drafts ahead
   while `dsd_spec.draft_ahead_pays` says the expected saving beats the cost of the step in progress;
 - hybrid: the runtime's drafting without a draft model: each step is either a target-only decode step (a share
-  `hybrid.target_only_share` of the steps) or a verify round of gamma model-free proposals, which cost nothing
-  to make; with `hybrid.window_shares` each round's window is drawn from that measured distribution, and each
-  round also costs the draft `hybrid.round_overhead_ms`.
+  `hybrid.target_only_share` of the steps, self-drafting as above) or a verify round of gamma model-free
+  proposals, which cost nothing to make; with `hybrid.window_shares` each round's window is drawn from that
+  measured distribution, and each round also costs the draft `hybrid.round_overhead_ms`.
 A round yields accepted + 1 tokens, capped at the request's output length. Every step also spends the serving
 stack's `targets.host_overhead_ms` outside the forward pass before the session's next step is queued (queued
 for one of `targets.host_concurrency` workers when that is set).
@@ -47,6 +48,7 @@ class Context:
     targets: list[Target]
     devices: list[DraftDevice]
     acceptance: AcceptanceModel
+    self_acceptance: AcceptanceModel | None  # of the target's self-drafted tokens; None: it never self-drafts
     route: Callable[[], int]
     rng: random.Random
     prompt_tokens: Callable[[], int]
@@ -91,9 +93,9 @@ def session(ctx: Context, device: DraftDevice, prompt: int, output: int) -> Proc
     produced = 1
     if s.mode == "target_only":
         while produced < output:
-            yield from _target_only_step(ctx, target)
-            produced += 1
-            m.on_tokens(env.now, 1)
+            tokens = yield from _target_only_step(ctx, target, output - produced)
+            produced += tokens
+            m.on_tokens(env.now, tokens)
     elif s.mode == "hybrid":
         produced = yield from _hybrid_steps(ctx, device, target, produced, output)
     elif s.mode == "fused":
@@ -119,9 +121,14 @@ def _host_step(ctx: Context) -> Process:
         yield ctx.env.timeout(host)
 
 
-def _target_only_step(ctx: Context, target: Target) -> Process:
-    yield target.submit(1)
+def _target_only_step(ctx: Context, target: Target, left: int) -> Generator[simpy.Event, Any, int]:
+    """One step of a target-only stream: its tokens (the target's own, after the self-drafted ones it accepted;
+    at most `left`)."""
+    shares = ctx.scenario.self_drafting.window_shares
+    k = min(ctx.rng.choices(range(len(shares)), shares)[0], left - 1) if ctx.self_acceptance else 0
+    yield target.submit(k + 1)
     yield from _host_step(ctx)
+    return (ctx.self_acceptance.accepted(k)[0] if k > 0 and ctx.self_acceptance else 0) + 1
 
 
 def _hybrid_steps(ctx: Context, device: DraftDevice, target: Target, produced: int, output: int
@@ -135,9 +142,9 @@ def _hybrid_steps(ctx: Context, device: DraftDevice, target: Target, produced: i
         proposed = ctx.rng.choices(windows, shares)[0] if shares else s.gamma.value
         gamma = max(0, min(proposed, output - produced - 1))
         if gamma == 0 or ctx.rng.random() < s.hybrid.target_only_share:
-            yield from _target_only_step(ctx, target)
-            produced += 1
-            m.on_tokens(env.now, 1)
+            tokens = yield from _target_only_step(ctx, target, output - produced)
+            produced += tokens
+            m.on_tokens(env.now, tokens)
             continue
         yield env.timeout(link.delay_s(env.now, window_bytes(gamma, s.draft_probs)))
         yield target.submit(gamma + 1)

@@ -182,6 +182,24 @@ class Hybrid(_Model):
         return shares
 
 
+class SelfDrafting(_Model):
+    """The target drafting for itself in its target-only steps (the runtime's target.self_drafting): a
+    model-free window verified in the step's own pass, with no round trip and nothing to make it."""
+
+    window_shares: list[Annotated[float, Field(ge=0)]] = Field([1.0], description=(
+        "share of target-only steps that verify 0, 1, 2, ... self-drafted tokens (measured; [1.0]: none)"))
+    alpha_by_position: list[Annotated[float, Field(ge=0, le=1)]] | None = Field(None, description=(
+        "conditional acceptance of self-drafted token i (the last value repeats)"))
+
+    @model_validator(mode="after")
+    def _acceptance(self) -> SelfDrafting:
+        if not sum(self.window_shares) > 0:
+            raise ValueError("window_shares needs a positive entry")
+        if any(self.window_shares[1:]) and not self.alpha_by_position:
+            raise ValueError("self-drafted windows need alpha_by_position")
+        return self
+
+
 class Scenario(_Model):
     name: str = "scenario"
     seed: int = 0
@@ -195,6 +213,7 @@ class Scenario(_Model):
     acceptance: Acceptance = Field(default_factory=Acceptance)
     gamma: Gamma = Field(default_factory=Gamma)
     hybrid: Hybrid = Field(default_factory=Hybrid)
+    self_drafting: SelfDrafting = Field(default_factory=SelfDrafting)
     workload: Workload = Field(default_factory=Workload)
     slo: Slo = Field(default_factory=Slo)
     draft_probs: bool = Field(False, description="windows carry draft probabilities (sampling): bigger uplink")

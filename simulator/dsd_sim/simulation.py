@@ -53,6 +53,16 @@ def _devices(s: Scenario, rng: random.Random, shared: WindowEstimator) -> list[D
             for i, step in enumerate(steps)]
 
 
+def _self_acceptance(s: Scenario, rng: random.Random) -> acceptance.AcceptanceModel | None:
+    """The target's self-drafted tokens: their own acceptance (a trace), or None when it never self-drafts."""
+    cfg = s.self_drafting
+    if not any(cfg.window_shares[1:]):
+        return None
+    alphas = list(cfg.alpha_by_position or [])
+    return acceptance.AcceptanceModel((alphas + [alphas[-1]] * acceptance.MAX_POSITIONS)[:acceptance.MAX_POSITIONS],
+                                      rng)
+
+
 def run(s: Scenario) -> Result:
     started = time.perf_counter()
     rng = random.Random(s.seed)
@@ -67,6 +77,7 @@ def run(s: Scenario) -> Result:
     ctx = processes.Context(
         env=env, scenario=s, metrics=metrics, targets=targets, devices=devices,
         acceptance=acceptance.AcceptanceModel(acceptance.alpha_by_position(s.acceptance), rng),
+        self_acceptance=_self_acceptance(s, rng),
         route=router(s.routing, targets, rng), rng=rng, prompt_tokens=int_sampler(w.prompt_tokens, rng),
         output_tokens=int_sampler(w.output_tokens, rng), think_s=sampler(w.think_s, rng), done=env.event(),
         host=simpy.Resource(env, s.targets.host_concurrency) if s.targets.host_concurrency else None)

@@ -59,7 +59,15 @@ def test_a_repeated_request_is_self_drafted_from_the_cache_and_equals_the_target
         # Token 1 is the prefill round's; the rest is streamed, and the cache holds all of it.
         assert stats.tokens_by_source.get("target-suffix", 0) >= 20, stats.tokens_by_source
     counters = target_server.registry.get_sample_value
-    assert counters("dsd_target_self_accepted_tokens_total", {"proposer": "suffix"}) >= 60
+    accepted = counters("dsd_target_self_accepted_tokens_total", {"proposer": "suffix"})
+    assert accepted >= 60
+    # Per position (what DSD-Sim replays): the positions add up to the total, none accepts more than it judged.
+    at = [counters("dsd_target_self_accepted_per_position_total", {"position": str(i)}) for i in range(1, 17)]
+    reached = [counters("dsd_target_self_reached_per_position_total", {"position": str(i)}) for i in range(1, 17)]
+    assert sum(at) == accepted
+    assert all(a <= r for a, r in zip(at, reached, strict=True)) and reached[0] > 0
+    drafted_steps = sum(counters("dsd_target_only_steps_total", {"window": str(k)}) for k in range(1, 17))
+    assert drafted_steps == reached[0], "every step that drafted judged its first token"
 
 
 @pytest.mark.parametrize("proposer", ["none", "lookup"])

@@ -27,6 +27,9 @@ CASES = [
     ({"workload": {"rate_per_s": 0}}, "workload.rate_per_s"),
     ({"targets": {"batching": {"max_batch": 0}}}, "targets.batching.max_batch"),
     ({"routing": "least_loaded"}, "routing"),
+    ({"self_drafting": {"window_shares": [0.5, 0.5]}},
+     "self_drafting: Value error, self-drafted windows need alpha_by_position"),
+    ({"self_drafting": {"window_shares": [0, 0]}}, "self_drafting: Value error, window_shares needs a positive"),
     ({"netwrok": {}}, "netwrok: Extra inputs are not permitted"),
 ]
 

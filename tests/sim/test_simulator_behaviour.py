@@ -66,6 +66,19 @@ def test_no_network_no_batching_fixed_acceptance_matches_the_closed_form(mode):
     assert summary["tpot_ms"]["mean"] == pytest.approx(expected_tpot * 1000, rel=0.02)
 
 
+def test_a_self_drafting_target_alone_matches_the_closed_form():
+    """Target-only steps that always verify 4 self-drafted tokens at alpha 0.8: a blocking round with a free
+    draft and no network (E[tokens] / t_v(5) per token)."""
+    doc = _limit_doc("target_only")
+    doc["self_drafting"] = {"window_shares": [0, 0, 0, 0, 1], "alpha_by_position": [0.8]}
+    summary = _run(doc)
+    alphas = [0.8] * 5
+    verify = VerifyCostModel.affine(0.030, 0.002)
+    expected_tpot = verify(5) / expected_tokens_per_round(alphas, 4)
+    assert summary["tpot_ms"]["mean"] == pytest.approx(expected_tpot * 1000, rel=0.02)
+    assert summary["tokens_total"] == summary["tokens_requested"]
+
+
 def test_pipelining_helps_when_the_link_is_slow():
     doc = {**_limit_doc("blocking"), "network": {"rtt_ms": {"mean": 40}}}
     blocking = _run(doc)["tpot_ms"]["mean"]
