@@ -6,7 +6,8 @@ Called by draft.speculating once per round. Proposers (chosen once, at construct
   suffix  suffix match over the request + the server's cross-request cache (common.lookup.SuffixProposer);
   hybrid  each round: a suffix match when it pays, else the draft model when it pays, else nothing: the target
           decodes alone (target-only mode, a Decode stream) until a proposal pays again;
-  none    the target always decodes alone (the operator's speculation mode "off").
+  none    no drafting anywhere: the target decodes alone, and its streams do not draft for themselves either
+          (the operator's speculation mode "off" plans like none but keeps the target's self-drafting).
 A target that drafts for itself in target-only mode (Info.self_drafting) makes any model-free window it can
 reproduce from the request's own tokens with no round trip, so such windows are left to it: the request streams
 instead. The draft sends a model-free window only when the target cannot make it (a suffix match that needs this
