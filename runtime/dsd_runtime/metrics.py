@@ -123,9 +123,12 @@ class TargetMetrics:
         self.self_accepted_at = [per_pos.labels(position=str(i + 1)) for i in range(MAX_POSITION_LABELS)]
         self.self_reached_at = [reached.labels(position=str(i + 1)) for i in range(MAX_POSITION_LABELS)]
 
-    def observe_self_step(self, window: int, accepted: int) -> None:
-        """One target-only step that verified `window` self-drafted tokens and accepted `accepted` of them."""
+    def observe_self_step(self, proposer: str, window: int, accepted: int) -> None:
+        """One target-only step that verified `window` tokens `proposer` drafted and accepted `accepted` of them."""
         self.self_windows[min(window, MAX_POSITION_LABELS)].inc()
+        if window:
+            self.self_drafted[proposer].inc(window)
+            self.self_accepted[proposer].inc(accepted)
         for i in range(min(window, accepted + 1, MAX_POSITION_LABELS)):
             self.self_reached_at[i].inc()
             if i < accepted:

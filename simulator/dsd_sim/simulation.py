@@ -20,7 +20,7 @@ from dsd_sim.metrics import Metrics
 from dsd_sim.network import Link
 from dsd_sim.policies import WindowPolicy, router
 from dsd_sim.randomness import int_sampler, sampler
-from dsd_sim.scenario import Scenario
+from dsd_sim.scenario import Acceptance, Scenario
 from dsd_spec import VerifyCostModel, WindowEstimator
 
 
@@ -58,9 +58,8 @@ def _self_acceptance(s: Scenario, rng: random.Random) -> acceptance.AcceptanceMo
     cfg = s.self_drafting
     if not any(cfg.window_shares[1:]):
         return None
-    alphas = list(cfg.alpha_by_position or [])
-    return acceptance.AcceptanceModel((alphas + [alphas[-1]] * acceptance.MAX_POSITIONS)[:acceptance.MAX_POSITIONS],
-                                      rng)
+    trace = Acceptance(kind="trace", alpha_by_position=cfg.alpha_by_position)
+    return acceptance.AcceptanceModel(acceptance.alpha_by_position(trace), rng)
 
 
 def run(s: Scenario) -> Result:

@@ -152,10 +152,7 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
                 yield dsd_pb2.DecodeChunk(need_context=True)
                 return
             drafter.observe(window, out.num_accepted)
-            self.metrics.observe_self_step(len(window.tokens), out.num_accepted)
-            if window.tokens:
-                self.metrics.self_drafted[window.source].inc(len(window.tokens))
-                self.metrics.self_accepted[window.source].inc(out.num_accepted)
+            self.metrics.observe_self_step(window.source, len(window.tokens), out.num_accepted)
             self._price()
             logprobs = _logprobs_to_proto(out)
             tokens = [*window.tokens[:out.num_accepted], out.next_token]
