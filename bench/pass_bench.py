@@ -10,9 +10,9 @@ repeat so the machine's drift hits all alike:
     the vocabulary projection over exactly the rows wanted, linear layers through aten (MKL for float32);
   - grouped: the query heads sharing a KV head attend it as one block of rows, and a float32 projection of 2-3
     (6-7, 10-11) rows is padded to the next multiple of 4 (`dsd_runtime.common.lm`);
-  - prepacked (the runtime's default): grouped, and float32 linear layers through oneDNN with weights reordered
+  - prepacked (the runtime's default): grouped, and the linear layers through oneDNN with weights reordered
     at load (`dsd_runtime.common.prepacked`; no padding: its cost hardly depends on the row count). bfloat16
-    is never prepacked, so there it equals grouped and is not run.
+    is packed only on CPUs with native bfloat16; elsewhere it equals grouped and is not run.
 Medians over the repeats, each variant's ratio to before, and the largest logit difference from before
 (rounding only: the same math in another order). Writes docs/benchmarks/passes.{csv,md,png}.
 """
@@ -116,7 +116,7 @@ def write(rows: list[dict]) -> None:
         writer.writeheader()
         writer.writerows(rows)
     lines = [f"SmolLM2-135M-Instruct, {torch.get_num_threads()} threads, every session {CONTEXT} tokens into its "
-             "context; median ms per pass (`python bench/pass_bench.py`); bfloat16 is never prepacked.", "",
+             "context; median ms per pass (`python bench/pass_bench.py`).", "",
              "| dtype | shape | before | grouped | prepacked | before / grouped | before / prepacked | "
              "max logit difference from before (grouped, prepacked) |", "|---" * 8 + "|"]
     for r in rows:

@@ -1,5 +1,6 @@
-"""float32 CPU linear layers through oneDNN (`dsd_runtime.common.prepacked`): the same logits as aten's, the
-tied embedding untouched, other dtypes left alone, and `models.load` packing targets and subset heads."""
+"""CPU linear layers through oneDNN (`dsd_runtime.common.prepacked`): the same logits as aten's, the tied
+embedding untouched, bfloat16 packed where the CPU has it natively, other dtypes left alone, and `models.load`
+packing targets and subset heads."""
 
 from __future__ import annotations
 
@@ -33,6 +34,32 @@ def test_packed_layers_compute_what_aten_does_and_keep_the_tied_embedding():
     assert torch.equal(model.get_input_embeddings().weight, embedding)
     with torch.no_grad():
         assert _close(model(ids).logits, want)
+
+
+def test_float32_decode_steps_take_the_plain_kernel_and_windows_the_packed_one():
+    model = _tiny(torch.float32, tied=False)
+    proj = model.model.layers[0].mlp.up_proj
+    weight = proj.weight.detach().clone()
+    prepack_linears(model)
+    packed, head = model.model.layers[0].mlp.up_proj, model.get_output_embeddings()
+    assert packed.plain_weight is not None and head.plain_weight is None  # the packed head is faster at one row
+    one, window = torch.randn(1, 1, proj.in_features), torch.randn(1, 5, proj.in_features)
+    with torch.no_grad():
+        assert torch.equal(packed(one), torch.nn.functional.linear(one, weight))  # aten's own kernel: bit-equal
+        assert _close(packed(window), torch.nn.functional.linear(window, weight))
+
+
+def test_bfloat16_is_packed_where_the_cpu_computes_it_natively():
+    model = _tiny(torch.bfloat16, tied=False)
+    ids = torch.tensor([[5, 17, 250, 3, 99, 42, 7]])
+    with torch.no_grad():
+        want = model(ids).logits.float()
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert prepack_linears(model) == (2 * 7 + 1 if native else 0)
+    with torch.no_grad():
+        got = model(ids).logits.float()
+    # Windows of several tokens already ran through oneDNN in aten: the packed layers round the same way.
+    assert float((got - want).abs().max()) <= 2e-2 * max(1.0, float(want.abs().max()))
 
 
 def test_other_dtypes_are_left_alone():

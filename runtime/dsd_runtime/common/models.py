@@ -168,8 +168,8 @@ def load_tokenizer(ref: str) -> LoadedModel:
 
 
 def load(ref: str, dtype: torch.dtype | None = None, device: str = "cpu", prepack: bool = True) -> LoadedModel:
-    """A model for inference. `prepack`: float32 CPU linear layers through oneDNN (`prepacked`; False only to
-    measure what it saves)."""
+    """A model for inference. `prepack`: float32 (and natively supported bfloat16) CPU linear layers through
+    oneDNN (`prepacked`; False only to measure what it saves)."""
     directory, gguf_file, name = resolve(ref)
     if gguf_file is not None:
         cached = _gguf_safetensors_cache(directory, gguf_file)

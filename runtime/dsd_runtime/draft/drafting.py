@@ -87,13 +87,17 @@ class Drafter:
         """The window for the next round: at most `cap` tokens (remaining output, context, target's max).
 
         `alone_goodput`: tokens/s of the target decoding alone, when the request is in target-only mode (a
-        Decode stream): a window must beat that to be worth leaving the stream; no exploration meanwhile.
+        Decode stream): a window must beat that, counting the stream step it wastes, to be worth leaving the
+        stream; no exploration meanwhile.
         """
         if cap <= 0 or self.mode == "none":
             return Window([], "none")
         if self.mode == "model" or (carried and self.has_model):  # pipelined drafts that survived are free
             return self._model_window(committed, carried, min(cap, self.window.next_gamma()))
         streaming = alone_goodput is not None
+        # Leaving a stream costs the step the target has already begun for it (cancelled, its tokens truncated):
+        # a window sent from a stream must pay for that step as well as its own wait.
+        leave_s = 1.0 / alone_goodput if alone_goodput else 0.0
         source = "lookup" if self.mode == "lookup" else "suffix"
         # gamma_max bounds every window: the operator's loop narrows it when long windows stop paying.
         candidate = (self.lookup if source == "lookup" else self.suffix).propose(
@@ -102,7 +106,7 @@ class Drafter:
         k, free = len(candidate), None
         if wait is not None:
             calibration = self.state.calibration[(source, match_bucket(candidate.match_length))].ratio
-            k, free = best_prefix(candidate.confidence, calibration, wait)
+            k, free = best_prefix(candidate.confidence, calibration, wait, propose_s=leave_s)
             self._since_free = self._since_free + 1 if len(candidate) and not k else 0
             if self._since_free >= EXPLORE_EVERY and not streaming:  # re-measure what the statistics gave up on
                 k, free, self._since_free = len(candidate), None, 0

@@ -37,3 +37,17 @@ def test_a_suffix_match_only_the_edges_cache_holds_is_still_sent():
 def test_a_target_drafting_with_another_proposer_does_not_take_the_window():
     window = _drafter("lookup", frozenset({"suffix"})).plan(REPEATING, [], cap=4)
     assert window.source == "lookup"
+
+
+def test_a_window_from_a_stream_pays_for_the_step_it_wastes():
+    """Leaving a Decode stream cancels the step the target has begun: a one-token match that beats the target's
+    40 ms steps between rounds does not once that step is counted; a three-token match still does."""
+    state = DraftingState()
+    state.cache.add([40, 41, 42, 43, 44, 45])
+    drafter = _drafter("suffix", frozenset({"lookup", "suffix"}), state)
+    for positions, seconds in ((1, 0.040), (4, 0.060)):
+        drafter.window.observe_wait(positions, seconds)
+    history = [3, 40, 41, 42]
+    assert drafter.plan(history, [], cap=1).source == "suffix", "between rounds 2 tokens in 47 ms beat 1 in 40"
+    assert drafter.plan(history, [], cap=1, alone_goodput=25.0).source == "none"
+    assert drafter.plan(history, [], cap=3, alone_goodput=25.0).source == "suffix"
