@@ -19,7 +19,7 @@ it is given nothing of but their requests and drafting statistics:
   - each wave's requests (prompt and completion tokens), all arriving at once, as the benchmark sends them.
 The batched configurations gather for 5 ms like the runtime; the serialised one runs one sequence per pass.
 
-GPU case (docs/benchmarks/capacity-h200.{md,png}): the H200 profile the device check measured
+GPU case (docs/benchmarks/capacity-h200.{md,png}, `--gpu-out` moves it): the H200 profile the device check measured
 (docs/benchmarks/gpu-check-h200.json: t_v(1..17) of the 1.1B target in bf16, the draft's step): N edge drafts
 (pipelined, adaptive window, RTT 10 ms) against the same target serving N target-only sessions with continuous
 batching, for N = 1 to 256.
@@ -271,7 +271,8 @@ def _report(rows: list[dict], costs: dict[int, PassCost], overheads: dict[str, l
 
 
 def gpu_case(out: Path) -> None:
-    """N edge drafts vs N target-only sessions on one H200 target, through DSD-Sim."""
+    """N edge drafts vs N target-only sessions on one H200 target, through DSD-Sim; writes capacity-h200.* to
+    `out`."""
     check = json.loads(H200.read_text())["costs"]
     points = [[int(k), ms] for k, ms in check["t_v_ms"].items()]
     counts = [1, 4, 16, 64, 128, 256]
@@ -300,12 +301,13 @@ def gpu_case(out: Path) -> None:
         ratio = results["DSD alpha 0.8"][i]["tokens_per_s"] / results["target only"][i]["tokens_per_s"]
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {ratio:.2f}x |")
     text = "\n".join(lines)
-    (REPO / "docs" / "benchmarks" / "capacity-h200.md").write_text(text + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "capacity-h200.md").write_text(text + "\n")
     print(text)
-    _plot(results, counts)
+    _plot(results, counts, out / "capacity-h200.png")
 
 
-def _plot(results: dict[str, list[dict]], counts: list[int]) -> None:
+def _plot(results: dict[str, list[dict]], counts: list[int], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -322,16 +324,17 @@ def _plot(results: dict[str, list[dict]], counts: list[int]) -> None:
     b.set_ylabel("TPOT p50 (ms)")
     a.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(REPO / "docs" / "benchmarks" / "capacity-h200.png", dpi=120)
+    fig.savefig(path, dpi=120)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "simulator")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "simulator", help="the calibration's report")
+    parser.add_argument("--gpu-out", type=Path, default=REPO / "docs" / "benchmarks", help="the H200 case's report")
     parser.add_argument("--max-clients", type=int, default=16, help="the goal's range (1..N clients)")
     args = parser.parse_args()
     calibrate(args.out, args.max_clients)
-    gpu_case(args.out)
+    gpu_case(args.gpu_out)
 
 
 if __name__ == "__main__":
