@@ -1,13 +1,14 @@
 """Capacity benchmark: one target serving 1..32 concurrent sessions, batched vs serialised, through `dsd serve`.
 
-    python bench/capacity_bench.py                 # 1, 4, 8, 16, 32 clients, 3 repeats; ~15 min on 2 cores
+    python bench/capacity_bench.py                 # 1, 4, 8, 16, 32 clients, 3 repeats; ~25 min on 2 cores
     python bench/capacity_bench.py --quick         # 1, 4, 8 clients, shorter answers, 1 repeat (a smoke run)
     python bench/capacity_bench.py --load-only     # only the bounded load test below (~3 min)
 
 What a user runs: `dsd serve` (target and draft processes over gRPC, the OpenAI API), SmolLM2-135M-Instruct
-target in float32, the default drafting (hybrid; model-free when no distilled draft is cached). N clients send
-one streamed greedy chat completion each, at the same moment, half open chat and half grounded (an answer
-that quotes its prompt). Configurations, side by side in one run:
+target in float32, the default drafting (hybrid; model-free when no distilled draft is cached). N clients start
+at the same moment and each sends streamed greedy chat completions one after another (ceil(8 / N) of them, so a
+wave is at least 8 requests long), half open chat and half grounded (an answer that quotes its prompt).
+Configurations, side by side in one run:
   - batched:     the target packs every session's round into one forward pass (continuous batching);
   - serialised:  `--no-batching`, one session per forward pass (the behaviour before batching);
   - target-only: batched, `--proposer none`: every session is a target-only stream (no speculation).
@@ -60,6 +61,7 @@ FORMS = ["in a few sentences", "as a short list of steps", "with one everyday ex
 PLACES = ["Arden", "Belmont", "Carlow", "Dunmore", "Elston", "Fairview", "Glenwood", "Harlow", "Ivybridge",
           "Jarrow", "Kelso", "Ludlow", "Marlow", "Newport", "Oakham", "Penrith"]
 WARMUP_PROMPT = 10_000  # never measured
+WAVE_REQUESTS = 8  # the fewest requests in a wave (a one-client wave: 8 in turn)
 
 
 def prompt(k: int) -> str:
@@ -82,6 +84,7 @@ class Reply:
     prompt_tokens: int = 0
     first_s: float = 0.0
     end_s: float = 0.0
+    client: int = 0  # which of the wave's clients sent it
 
     @property
     def tpot_s(self) -> float:
@@ -128,15 +131,20 @@ def _chat(http: httpx.Client, port: int, text: str, max_tokens: int, t0: float) 
     return reply
 
 
-def _wave(port: int, clients: int, max_tokens: int, first: int = 0) -> tuple[float, list[Reply]]:
-    """`clients` requests at once, prompts first .. first + clients - 1."""
-    replies: list[Reply | None] = [None] * clients
+def _wave(port: int, clients: int, max_tokens: int, first: int = 0, per_client: int = 1
+          ) -> tuple[float, list[Reply]]:
+    """`clients` clients starting at once, each sending `per_client` requests one after another (the next when
+    the answer is complete); client i asks prompts first + i * per_client + j."""
+    replies: list[Reply | None] = [None] * (clients * per_client)
     barrier = threading.Barrier(clients + 1)
 
     def run(i: int) -> None:
         with httpx.Client() as http:
             barrier.wait()
-            replies[i] = _chat(http, port, prompt(first + i), max_tokens, t0)
+            for j in range(per_client):
+                k = i * per_client + j
+                replies[k] = _chat(http, port, prompt(first + k), max_tokens, t0)
+                replies[k].client = i
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
     for t in threads:
@@ -146,6 +154,12 @@ def _wave(port: int, clients: int, max_tokens: int, first: int = 0) -> tuple[flo
     for t in threads:
         t.join()
     return time.perf_counter() - t0, [r for r in replies if r is not None]
+
+
+def requests_per_client(clients: int, quick: bool = False) -> int:
+    """Small waves send several requests per client, so every wave lasts long enough (here at least
+    WAVE_REQUESTS requests) to average over the machine's second-to-second noise."""
+    return -(-(2 if quick else WAVE_REQUESTS) // clients)
 
 
 def _counters(port: int) -> dict[str, float]:
@@ -264,13 +278,22 @@ def main() -> None:
     repeats = args.repeats or (1 if args.quick else 3)
     # Prompts are unique within a server's life (a fresh one per repeat and configuration), so no wave replays an
     # earlier one from the suffix cache; every configuration gets the same prompts for the same wave.
-    first = {(r, n): r * sum(counts) + sum(counts[:j]) for r in range(repeats) for j, n in enumerate(counts)}
+    sizes = [n * requests_per_client(n, args.quick) for n in counts]  # requests per wave
+    first = {(r, n): r * sum(sizes) + sum(sizes[:j]) for r in range(repeats) for j, n in enumerate(counts)}
     for repeat in range(repeats):
         for config in CONFIGS:
             order = counts if repeat % 2 == 0 else counts[::-1]
             waves += _measure(config, repeat, [(n, first[repeat, n]) for n in order], max_tokens, args.port,
-                              outputs.setdefault(config, {}))
-    identical = all(outputs[c] == outputs["serialised"] for c in CONFIGS)  # every prompt, every configuration
+                              outputs.setdefault(config, {}), args.quick)
+    differing = {c: sorted(k for k, text in outputs["serialised"].items() if outputs[c].get(k) != text)
+                 for c in CONFIGS if c != "serialised"}  # every prompt, every configuration
+    identical = "True" if not any(differing.values()) else "False (" + "; ".join(
+        f"{c} differs from serialised on prompts {ks}" for c, ks in differing.items() if ks) + ")"
+    if any(differing.values()):  # both answers of every difference, for judging it
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "capacity-differences.json").write_text(json.dumps(
+            {c: {k: {c: outputs[c].get(k), "serialised": outputs["serialised"][k]} for k in ks}
+             for c, ks in differing.items() if ks}, indent=1) + "\n")
     lossless, verdict = _check_target_alone(outputs["serialised"], max_tokens, 4)
     _report(waves, counts, identical, verdict, args.out)  # written before failing: a failed check loses nothing
     if not lossless:
@@ -280,7 +303,7 @@ def main() -> None:
 
 
 def _measure(config: str, repeat: int, waves_to_run: list[tuple[int, int]], max_tokens: int, port: int,
-             outputs: dict[int, str]) -> list[Wave]:
+             outputs: dict[int, str], quick: bool = False) -> list[Wave]:
     """One configuration's waves ((clients, first prompt) in order) on a fresh `dsd serve`; every answer must equal
     what the other configurations answered to the same prompt."""
     waves = []
@@ -291,14 +314,14 @@ def _measure(config: str, repeat: int, waves_to_run: list[tuple[int, int]], max_
         passes_read.since_last()
         for n, first in waves_to_run:
             before = _counters(port)
-            seconds, replies = _wave(port, n, max_tokens, first)
+            seconds, replies = _wave(port, n, max_tokens, first, requests_per_client(n, quick))
             after = _counters(port)
             passes = passes_read.since_last()
             for i, r in enumerate(replies):
                 outputs[first + i] = r.text
             waves.append(Wave(config, n, sum(r.tokens for r in replies), seconds,
                               [r.tpot_s for r in replies], [200] * len(replies), repeat,
-                              [{"prompt_tokens": r.prompt_tokens, "completion_tokens": r.tokens,
+                              [{"client": r.client, "prompt_tokens": r.prompt_tokens, "completion_tokens": r.tokens,
                                 "first_token_s": round(r.first_s, 4), "end_s": round(r.end_s, 4)}
                                for r in replies],
                               delta(after, before), passes))
@@ -350,7 +373,7 @@ def _check_target_alone(outputs: dict[int, str], max_tokens: int, k: int) -> tup
     return ok, "; ".join([f"{equal} of the first {k} prompts' answers equal the target decoding alone", *notes])
 
 
-def _report(waves: list[Wave], counts: list[int], identical: bool, verdict: str, out: Path) -> None:
+def _report(waves: list[Wave], counts: list[int], identical: str, verdict: str, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with (out / "capacity.csv").open("w", newline="") as f:
         w = csv.writer(f)

@@ -15,8 +15,11 @@ it is given nothing of but their requests and drafting statistics:
     host_concurrency 2: `dsd serve` runs the API and the draft in one process and the target in another, each
     under its own GIL); the split is the one (of 11) that reproduces the 32-client wave's tokens/s;
   - each wave's drafting: the share of steps decoded by the target alone, the mean window and the acceptance by
-    position, from the draft's counters (dsd_target_only_tokens_total, rounds, proposed, per-position);
-  - each wave's requests (prompt and completion tokens), all arriving at once, as the benchmark sends them.
+    position, from the draft's counters (rounds, proposed, per-position), and what the target-only steps drafted
+    for themselves, from the target's counters (dsd_target_only_steps_total by window, self-acceptance by
+    position; runs recorded before those counters: every target-only token its own step);
+  - each wave's requests (prompt and completion tokens): its clients start at once, each sending its requests
+    in turn, as the benchmark does.
 The batched configurations gather for 5 ms like the runtime; the serialised one runs one sequence per pass.
 
 GPU case (docs/benchmarks/capacity-h200.{md,png}, `--gpu-out` moves it): the H200 profile the device check measured
@@ -45,6 +48,7 @@ GATHER_MS = 5.0  # the runtime's BatchingLM gather budget
 MAX_BATCH_TOKENS = 1024  # the target's default --max-batch-tokens
 CALIBRATION_CLIENTS = (1, 32)  # the waves DSD-Sim is calibrated on; it predicts the others
 SPLITS = 11  # candidate shares of the one-client idle time paid per pass (0, 0.1, ..., 1)
+MAX_SELF_WINDOW = 16  # the largest window the target drafts for itself
 HOSTS = 2  # host work runs in two processes, each under its own GIL: the API + draft, and the target
 
 
@@ -150,12 +154,50 @@ def drafting(wave: dict) -> tuple[float, int, list[float]]:
     return share, gamma, alphas
 
 
+@dataclass(frozen=True)
+class SelfDrafted:
+    """A phase's target-only steps by the window the target drafted for itself, and that drafting's acceptance."""
+
+    steps_by_window: dict[int, float]  # window (0 = none) -> steps
+    alphas: list[float]
+
+    @property
+    def steps(self) -> float:
+        return sum(self.steps_by_window.values())
+
+
+def self_drafted(phase: dict) -> SelfDrafted:
+    """From the target's counters; a run recorded before they existed: every target-only token its own step."""
+    c = phase["counters"]
+    by_window = {k: c[f"self_window_{k}"] for k in range(MAX_SELF_WINDOW + 1) if c.get(f"self_window_{k}")}
+    if not any(f.startswith("self_window_") for f in c):
+        by_window = {0: c.get("target_only_tokens", 0.0)}
+    alphas = []
+    for i in range(1, MAX_SELF_WINDOW + 1):
+        reached = c.get(f"self_reached_at_{i}", 0.0)
+        alphas.append(c.get(f"self_accepted_at_{i}", 0.0) / reached if reached else 0.0)
+    return SelfDrafted(by_window, alphas)
+
+
+def self_drafting_doc(own: SelfDrafted) -> dict:
+    """The scenario's `self_drafting` section: the share of target-only steps by window, their acceptance."""
+    if not any(k and n for k, n in own.steps_by_window.items()):
+        return {}
+    shares = [own.steps_by_window.get(k, 0.0) for k in range(max(own.steps_by_window) + 1)]
+    return {"window_shares": shares, "alpha_by_position": own.alphas}
+
+
 def replay(wave: dict, cost: PassCost, overhead: StepOverhead, trace_dir: Path) -> dict:
     """Simulates one wave: its requests at t = 0 on one target; returns tokens/s and TPOT p50/p95."""
-    share, gamma, alphas = drafting(wave)
+    _, gamma, alphas = drafting(wave)
+    own = self_drafted(wave)  # the target-only steps, by the window the target drafted for itself
+    rounds = wave["counters"].get("rounds", 0.0)
+    share = own.steps / (own.steps + rounds) if own.steps + rounds else 1.0
     trace = trace_dir / f"{wave['config']}-{wave['clients']}.jsonl"
+    # A client's requests run in turn, as the benchmark's clients send them (runs before that field: one each).
     trace.write_text("".join(json.dumps({"arrival_s": 0.0, "prompt_tokens": r["prompt_tokens"],
-                                         "output_tokens": r["completion_tokens"], "draft": i}) + "\n"
+                                         "output_tokens": r["completion_tokens"], "draft": r.get("client", i),
+                                         "client": r.get("client", i)}) + "\n"
                              for i, r in enumerate(wave["requests"])))
     serialised = wave["config"] == "serialised"
     doc = {
@@ -171,6 +213,7 @@ def replay(wave: dict, cost: PassCost, overhead: StepOverhead, trace_dir: Path) 
         "acceptance": {"kind": "trace", "alpha_by_position": alphas},
         "gamma": {"value": min(gamma, 16), "max": 16},
         "hybrid": {"target_only_share": share},
+        "self_drafting": self_drafting_doc(own),
         "workload": {"kind": "trace", "file": str(trace)},
     }
     s = simulation.run(scenario.from_dict(doc)).summary()
@@ -183,9 +226,9 @@ def _pct(xs: list[float], p: float) -> float:
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
-def calibrate(out: Path, max_clients: int) -> list[dict]:
+def calibrate(runs: Path, out: Path, max_clients: int) -> list[dict]:
     """Replays every wave; a row per (config, clients): the median over the run's repeats, measured and simulated."""
-    waves = json.loads(RUNS.read_text())
+    waves = json.loads(runs.read_text())
     servers: dict[tuple[str, int], dict[int, dict]] = {}  # (config, repeat) -> clients -> wave
     for w in waves:
         servers.setdefault((w["config"], w.get("repeat", 0)), {})[w["clients"]] = w
@@ -329,11 +372,12 @@ def _plot(results: dict[str, list[dict]], counts: list[int], path: Path) -> None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=Path, default=RUNS, help="the waves bench/capacity_bench.py recorded")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "simulator", help="the calibration's report")
     parser.add_argument("--gpu-out", type=Path, default=REPO / "docs" / "benchmarks", help="the H200 case's report")
     parser.add_argument("--max-clients", type=int, default=16, help="the goal's range (1..N clients)")
     args = parser.parse_args()
-    calibrate(args.out, args.max_clients)
+    calibrate(args.runs, args.out, args.max_clients)
     gpu_case(args.gpu_out)
 
 

@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from capacity_sim import PassCost, drafting, fit_pass_cost
+from capacity_sim import PassCost, drafting, fit_pass_cost, self_drafted, self_drafting_doc
 
 from dsd_sim import scenario, simulation
 
@@ -59,31 +59,6 @@ def _split(passes: list[list[float]]) -> tuple[list[float], list[float], dict[in
 
 def _verify_seconds(passes: list[list[float]]) -> float:
     return sum(s for _, tokens, s in passes if 1 < tokens <= MAX_WINDOW + 1)
-
-
-@dataclass(frozen=True)
-class SelfDrafted:
-    """A phase's target-only steps by the window the target drafted for itself, and that drafting's acceptance."""
-
-    steps_by_window: dict[int, float]  # window (0 = none) -> steps
-    alphas: list[float]
-
-    @property
-    def steps(self) -> float:
-        return sum(self.steps_by_window.values())
-
-
-def self_drafted(phase: dict) -> SelfDrafted:
-    """From the target's counters; a run recorded before they existed: every target-only token its own step."""
-    c = phase["counters"]
-    by_window = {k: c[f"self_window_{k}"] for k in range(MAX_WINDOW + 1) if c.get(f"self_window_{k}")}
-    if not any(f.startswith("self_window_") for f in c):
-        by_window = {0: c.get("target_only_tokens", 0.0)}
-    alphas = []
-    for i in range(1, MAX_WINDOW + 1):
-        reached = c.get(f"self_reached_at_{i}", 0.0)
-        alphas.append(c.get(f"self_accepted_at_{i}", 0.0) / reached if reached else 0.0)
-    return SelfDrafted(by_window, alphas)
 
 
 def fit_overheads(phases: list[dict]) -> Overheads:
@@ -133,20 +108,13 @@ def replay(phase: dict, cost: PassCost, over: Overheads, phase_s: float) -> dict
         "gamma": {"value": min(gamma, MAX_WINDOW), "max": MAX_WINDOW},
         "hybrid": {"target_only_share": share, "round_overhead_ms": 1000 * over.round_s,
                    "window_shares": [windows.get(k, 0) for k in range(1, max(windows) + 1)] if windows else None},
-        "self_drafting": _self_drafting_doc(own),
+        "self_drafting": self_drafting_doc(own),
         "workload": {"kind": "closed",
                      "prompt_tokens": {"mean": sum(r["prompt_tokens"] for r in requests) / len(requests)},
                      "output_tokens": {"mean": sum(r["completion_tokens"] for r in requests) / len(requests)}},
     }
     s = simulation.run(scenario.from_dict(doc)).summary()
     return {"tokens": s["tokens_total"], "seconds": s["simulated_s"], "tpot_p50_ms": s["tpot_ms"]["p50"]}
-
-
-def _self_drafting_doc(own: SelfDrafted) -> dict:
-    if not any(k and n for k, n in own.steps_by_window.items()):
-        return {}
-    shares = [own.steps_by_window.get(k, 0.0) for k in range(max(own.steps_by_window) + 1)]
-    return {"window_shares": shares, "alpha_by_position": own.alphas}
 
 
 def main() -> None:

@@ -253,10 +253,14 @@ def poisson_arrivals(ctx: Context) -> Process:
 
 
 def trace_arrivals(ctx: Context) -> Process:
-    """Replays a JSONL trace: {"arrival_s", "prompt_tokens", "output_tokens", optional "draft"} per line."""
+    """Replays a JSONL trace: {"arrival_s", "prompt_tokens", "output_tokens", optional "draft", optional "client"}
+    per line. Rows with the same `client` are one user's requests in trace order: each starts at its arrival_s or
+    when that user's previous request finishes, whichever is later (a chat user waits for an answer before asking
+    again); rows without one start at their arrival_s."""
     env = ctx.env
     path = ctx.scenario.workload.file
     assert path is not None
+    users: dict[str, simpy.Event] = {}  # a client's last request: fires when it has finished
     with path.open() as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -272,10 +276,22 @@ def trace_arrivals(ctx: Context) -> Process:
                 yield env.timeout(at - env.now)
             ctx.active += 1
             device = ctx.devices[int(row.get("draft", ctx.rng.randrange(len(ctx.devices)))) % len(ctx.devices)]
-            env.process(session(ctx, device, prompt, max(1, output)))
+            request = session(ctx, device, prompt, max(1, output))
+            if "client" in row:
+                key = str(row["client"])
+                users[key] = env.process(_after(users.get(key), request))
+            else:
+                env.process(request)
     ctx.arrivals_open -= 1
     if ctx.active == 0 and not ctx.done.triggered:
         ctx.done.succeed()
+
+
+def _after(previous: simpy.Event | None, request: Process) -> Process:
+    """`request`, once `previous` (the same user's last request) has finished."""
+    if previous is not None and not previous.processed:
+        yield previous
+    yield from request
 
 
 def analytic_window(ctx: Context, interval_s: float) -> Process:

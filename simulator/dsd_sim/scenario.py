@@ -146,7 +146,9 @@ class Workload(_Model):
     think_s: Dist = Field(default_factory=lambda: _dist(0.0), description="closed: pause between requests")
     prompt_tokens: Dist = Field(default_factory=lambda: _dist(128))
     output_tokens: Dist = Field(default_factory=lambda: _dist(128))
-    file: Path | None = Field(None, description="trace: JSONL with arrival_s, prompt_tokens, output_tokens")
+    file: Path | None = Field(None, description=(
+        "trace: JSONL with arrival_s, prompt_tokens, output_tokens, optional draft and client (a client's "
+        "requests run one after another)"))
 
     @model_validator(mode="after")
     def _trace_file(self) -> Workload:

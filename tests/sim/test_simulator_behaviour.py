@@ -109,6 +109,23 @@ def test_trace_workload_replays_every_request(tmp_path):
     assert s["tokens_total"] == sum(r["output_tokens"] for r in rows)
 
 
+def test_a_trace_clients_requests_run_one_after_another(tmp_path):
+    """Rows with the same client wait for that client's previous answer; without one they all start at once."""
+    def replay(rows: list[dict]) -> dict:
+        trace = tmp_path / "trace.jsonl"
+        trace.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return _run({**BASE, "targets": {"count": 1}, "drafts": {"count": 1},
+                     "workload": {"kind": "trace", "file": str(trace)}})
+
+    rows = [{"arrival_s": 0.0, "prompt_tokens": 32, "output_tokens": 20, "draft": 0} for _ in range(4)]
+    together = replay(rows)
+    in_turn = replay([{**r, "client": "a"} for r in rows])
+    assert in_turn["requests"]["completed"] == together["requests"]["completed"] == 4
+    assert in_turn["tokens_total"] == together["tokens_total"] == 80
+    assert in_turn["batch_sequences_mean"] == 1.0 < together["batch_sequences_mean"]
+    assert together["simulated_s"] < in_turn["simulated_s"]
+
+
 def test_measured_acceptance_trace_drives_acceptance(tmp_path):
     profile = tmp_path / "profile.json"
     profile.write_text(json.dumps({"alpha_by_position": [0.5, 0.4, 0.3]}))
