@@ -172,3 +172,28 @@ def test_a_target_told_not_to_self_draft_decodes_one_token_per_step(loaded):
     assert [c.token for c in chunks] == answer
     assert not any(c.source for c in chunks)
     assert not info.self_drafting, "a draft must not leave windows to a target that will not make them"
+
+
+def test_a_requests_own_stats_count_the_target_only_steps_as_the_targets_counters_do(loaded, target_server):
+    """GenerationStats (the API's usage.dsd) per request, against the target's counters over the same request."""
+    counters = target_server.registry.get_sample_value
+
+    def snapshot() -> tuple[dict[int, float], list[float], list[float]]:
+        steps = {k: counters("dsd_target_only_steps_total", {"window": str(k)}) or 0.0 for k in range(17)}
+        at = [counters("dsd_target_self_accepted_per_position_total", {"position": str(i)}) or 0.0
+              for i in range(1, 17)]
+        reached = [counters("dsd_target_self_reached_per_position_total", {"position": str(i)}) or 0.0
+                   for i in range(1, 17)]
+        return steps, at, reached
+
+    prompt = loaded["target"].tokenizer(PROMPTS[0])["input_ids"]
+    _generate(target_server.port, "suffix", prompt, 30, SamplingParams(), seed=0, mode="off")  # fills the cache
+    before = snapshot()
+    _, stats = _generate(target_server.port, "suffix", prompt, 30, SamplingParams(), seed=0, mode="off")
+    after = snapshot()
+    steps = {k: after[0][k] - before[0][k] for k in range(17) if after[0][k] - before[0][k]}
+    assert stats.self_steps_by_window == steps
+    assert any(k > 0 for k in steps), "the repeated request drafted for itself"
+    assert stats.self_accepted_per_position[:16] == [a - b for a, b in zip(after[1], before[1], strict=True)]
+    assert stats.self_reached_per_position[:16] == [a - b for a, b in zip(after[2], before[2], strict=True)]
+    assert sum(stats.self_accepted_per_position) == stats.tokens_by_source.get("target-suffix", 0)

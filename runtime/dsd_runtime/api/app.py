@@ -178,7 +178,7 @@ class _Api:
                                                             len(c.prefix)))
                   for c, d in zip(choices, done, strict=True)]
         return JSONResponse(env.body(bodies, usage=responses.usage(
-            _prompt_tokens(choices, body.n), sum(d.completion_tokens for d in done))))
+            _prompt_tokens(choices, body.n), sum(d.completion_tokens for d in done), [d.stats for d in done])))
 
     async def _complete_all(self, choices: list[Choice], request: Request) -> list[Completion] | None:
         """All choices concurrently; None if the client disconnects first (every generation is cancelled)."""
@@ -229,7 +229,7 @@ class _Api:
                                                                      lp)], **extra))
             if include_usage:
                 yield responses.sse(env.body([], usage=responses.usage(
-                    _prompt_tokens(choices, usage_n), sum(s.completion_tokens for s in stats))))
+                    _prompt_tokens(choices, usage_n), sum(s.completion_tokens for s in stats), stats)))
             yield responses.SSE_DONE
         finally:
             cancel.set()  # client gone or stream finished: stop generating, close the target sessions

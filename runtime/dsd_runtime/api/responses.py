@@ -8,11 +8,12 @@ token, logprob, bytes, top_logprobs).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dsd_runtime.common.proto import dsd_pb2
+from dsd_runtime.draft.speculating import GenerationStats
 
 TokenText = Callable[[int], str]
 
@@ -120,9 +121,50 @@ def chunk_choice(env: Envelope, index: int, text: str | None, finish_reason: str
     return {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish_reason}
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+def usage(prompt_tokens: int, completion_tokens: int, stats: Sequence[GenerationStats] = ()) -> dict[str, Any]:
+    """OpenAI's usage, plus `dsd`: how the request's tokens were made (its choices summed), an extension
+    clients ignore (docs/api.md)."""
+    body: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                            "total_tokens": prompt_tokens + completion_tokens}
+    if stats:
+        body["dsd"] = speculation(stats)
+    return body
+
+
+def speculation(stats: Sequence[GenerationStats]) -> dict[str, Any]:
+    """The draft's rounds and the target-only steps of a request, per position as the servers' counters."""
+    windows: dict[int, int] = {}
+    for st in stats:
+        for k, n in st.self_steps_by_window.items():
+            windows[k] = windows.get(k, 0) + n
+    sources: dict[str, int] = {}
+    for st in stats:
+        for k, n in st.tokens_by_source.items():
+            sources[k] = sources.get(k, 0) + n
+    return {
+        "rounds": sum(st.rounds for st in stats),
+        "proposed_tokens": sum(st.proposed for st in stats),
+        "accepted_tokens": sum(st.accepted for st in stats),
+        "accepted_by_position": _positions(st.accepted_per_position for st in stats),
+        "reached_by_position": _positions(st.reached_per_position for st in stats),
+        "tokens_by_source": dict(sorted(sources.items())),
+        "target_only_tokens": sum(st.target_only_tokens for st in stats),
+        "target_only_steps_by_window": {str(k): windows[k] for k in sorted(windows)},
+        "self_accepted_by_position": _positions(st.self_accepted_per_position for st in stats),
+        "self_reached_by_position": _positions(st.self_reached_per_position for st in stats),
+    }
+
+
+def _positions(rows: Iterable[Sequence[int]]) -> list[int]:
+    """Element-wise sum, trailing zeros dropped."""
+    total: list[int] = []
+    for row in rows:
+        total.extend([0] * (len(row) - len(total)))
+        for i, v in enumerate(row):
+            total[i] += v
+    while total and not total[-1]:
+        total.pop()
+    return total
 
 
 def sse(payload: dict[str, Any]) -> str:

@@ -59,6 +59,12 @@ class GenerationStats:
     tokens_by_source: dict[str, int] = field(default_factory=dict)
     target_only_tokens: int = 0  # of the "target" tokens: those streamed in target-only mode
     accepted_per_position: list[int] = field(default_factory=lambda: [0] * MAX_POSITION_LABELS)
+    reached_per_position: list[int] = field(default_factory=lambda: [0] * MAX_POSITION_LABELS)
+    # Target-only steps by the window the target drafted for itself (0: none), and that drafting's acceptance:
+    # what DSD-Sim needs to replay one request (bench/capacity_sim.py), as the servers' counters give a wave's.
+    self_steps_by_window: dict[int, int] = field(default_factory=dict)
+    self_accepted_per_position: list[int] = field(default_factory=lambda: [0] * MAX_POSITION_LABELS)
+    self_reached_per_position: list[int] = field(default_factory=lambda: [0] * MAX_POSITION_LABELS)
 
     @property
     def acceptance(self) -> float:
@@ -68,6 +74,19 @@ class GenerationStats:
     def mean_accepted_length(self) -> float:
         """Tokens per round (accepted + 1), vLLM's 'mean acceptance length'."""
         return 1.0 + self.accepted / self.rounds if self.rounds else 0.0
+
+    def count_self_step(self, window: int, accepted: int) -> None:
+        """A target-only step that verified `window` self-drafted tokens and accepted `accepted` of them."""
+        self.self_steps_by_window[window] = self.self_steps_by_window.get(window, 0) + 1
+        _count_positions(self.self_accepted_per_position, self.self_reached_per_position, window, accepted)
+
+
+def _count_positions(accepted_at: list[int], reached_at: list[int], window: int, accepted: int) -> None:
+    """Position i of a window is reached when the i - 1 before it were accepted (the metrics' convention)."""
+    for i in range(min(accepted, MAX_POSITION_LABELS)):
+        accepted_at[i] += 1
+    for i in range(min(accepted + 1, window, MAX_POSITION_LABELS)):
+        reached_at[i] += 1
 
 
 class _ReplicaLost(Exception):
@@ -235,7 +254,7 @@ class Speculator:
             stream = self.client.decode(self._decode_request(session_id, committed, req, with_context))
             address = self.client.address
             last: float | None = None  # when the last step ended
-            step_tokens = 0
+            step_tokens = self_accepted = 0
             try:
                 for chunk in self._failing_over(stream, address, stats):
                     if chunk.need_context:
@@ -249,6 +268,11 @@ class Speculator:
                     source = f"target-{chunk.source}" if chunk.source else "target"
                     stats.tokens_by_source[source] = stats.tokens_by_source.get(source, 0) + 1
                     stats.target_only_tokens += 1
+                    if chunk.source:
+                        self_accepted += 1
+                    else:
+                        stats.count_self_step(chunk.self_window, self_accepted)
+                        self_accepted = 0
                     if self.metrics is not None:
                         self.metrics.target_only_tokens.inc()
                     if logprobs is not None and req.logprobs:
@@ -338,8 +362,7 @@ class Speculator:
         if self.metrics is not None:
             self.metrics.proposed_by_source[source].inc(gamma)
             self.metrics.accepted_by_source[source].inc(n)
-        for i in range(min(n, MAX_POSITION_LABELS)):
-            stats.accepted_per_position[i] += 1
+        _count_positions(stats.accepted_per_position, stats.reached_per_position, gamma, n)
         if self.metrics is not None:
             m = self.metrics
             m.rounds.inc()

@@ -157,8 +157,10 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
             logprobs = _logprobs_to_proto(out)
             tokens = [*window.tokens[:out.num_accepted], out.next_token]
             for i, token in enumerate(tokens):
+                own = i == out.num_accepted
                 yield dsd_pb2.DecodeChunk(token=token, logprob=logprobs[i] if logprobs else None,
-                                          source=window.source if i < out.num_accepted else "")
+                                          source="" if own else window.source,
+                                          self_window=len(window.tokens) if own else 0)
                 emitted += 1
                 if token in stops:
                     return

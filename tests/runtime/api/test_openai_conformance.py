@@ -58,6 +58,23 @@ def test_streams_carry_usage_only_when_include_usage_is_set(client, chat):
     assert all(c.choices and c.usage is None for c in body)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_usage_says_how_the_tokens_were_made(client, stream):
+    """usage.dsd: the request's rounds and target-only steps; every output token has exactly one maker."""
+    kw = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
+    r = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=16, temperature=0, n=2, **kw)
+    usage = list(r)[-1].usage if stream else r.usage
+    dsd = usage.model_extra["dsd"]
+    made = sum(dsd["tokens_by_source"].values())
+    # A final stop token is made but not returned (completion_tokens), once per choice at most.
+    assert usage.completion_tokens <= made <= usage.completion_tokens + 2, dsd
+    assert sum(dsd["accepted_by_position"]) == dsd["accepted_tokens"] <= dsd["proposed_tokens"]
+    assert all(a <= b for a, b in zip(dsd["accepted_by_position"], dsd["reached_by_position"], strict=False))
+    steps = sum(dsd["target_only_steps_by_window"].values())
+    assert dsd["target_only_tokens"] == steps + sum(dsd["self_accepted_by_position"])
+    assert dsd["target_only_tokens"] + dsd["rounds"] + dsd["accepted_tokens"] <= made
+
+
 def test_stream_options_without_stream_is_400(api):
     r = httpx.post(f"{api.base_url}/v1/completions", timeout=10,
                    json={"prompt": "hi", "stream_options": {"include_usage": True}})

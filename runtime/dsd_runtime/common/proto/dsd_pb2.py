@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\tdsd.proto\x12\x06\x64sd.v1\"\xf7\x01\n\rDecodeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rcommitted_len\x18\x02 \x01(\r\x12\x13\n\x07\x63ontext\x18\x03 \x03(\x05\x42\x02\x10\x01\x12(\n\x08sampling\x18\x04 \x01(\x0b\x32\x16.dsd.v1.SamplingParams\x12\x12\n\nmax_tokens\x18\x05 \x01(\r\x12\x1a\n\x0estop_token_ids\x18\x06 \x03(\x05\x42\x02\x10\x01\x12\x10\n\x08logprobs\x18\x07 \x01(\x08\x12\x14\n\x0ctop_logprobs\x18\x08 \x01(\r\x12\x10\n\x08proposer\x18\t \x01(\t\x12\x12\n\nmax_window\x18\n \x01(\r\"i\n\x0b\x44\x65\x63odeChunk\x12\x14\n\x0cneed_context\x18\x01 \x01(\x08\x12\r\n\x05token\x18\x02 \x01(\x05\x12%\n\x07logprob\x18\x03 \x01(\x0b\x32\x14.dsd.v1.TokenLogprob\x12\x0e\n\x06source\x18\x04 \x01(\t\"Q\n\x0eSamplingParams\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\x0c\n\x04seed\x18\x04 \x01(\x04\"=\n\x11\x44raftDistribution\x12\x15\n\ttoken_ids\x18\x01 \x03(\x05\x42\x02\x10\x01\x12\x11\n\x05probs\x18\x02 \x03(\x02\x42\x02\x10\x01\"\xeb\x01\n\rVerifyRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rcommitted_len\x18\x02 \x01(\r\x12\x13\n\x07\x63ontext\x18\x03 \x03(\x05\x42\x02\x10\x01\x12\x18\n\x0c\x64raft_tokens\x18\x04 \x03(\x05\x42\x02\x10\x01\x12.\n\x0b\x64raft_probs\x18\x05 \x03(\x0b\x32\x19.dsd.v1.DraftDistribution\x12(\n\x08sampling\x18\x06 \x01(\x0b\x32\x16.dsd.v1.SamplingParams\x12\x10\n\x08logprobs\x18\x07 \x01(\x08\x12\x14\n\x0ctop_logprobs\x18\x08 \x01(\r\"f\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12\x19\n\rtop_token_ids\x18\x03 \x03(\x05\x42\x02\x10\x01\x12\x18\n\x0ctop_logprobs\x18\x04 \x03(\x02\x42\x02\x10\x01\"\xc5\x01\n\x0eVerifyResponse\x12\x14\n\x0cneed_context\x18\x01 \x01(\x08\x12\x14\n\x0cnum_accepted\x18\x02 \x01(\r\x12\x12\n\nnext_token\x18\x03 \x01(\x05\x12\x16\n\x0everify_seconds\x18\x04 \x01(\x02\x12\x13\n\x0breprefilled\x18\x05 \x01(\x08\x12&\n\x08logprobs\x18\x06 \x03(\x0b\x32\x14.dsd.v1.TokenLogprob\x12\x1e\n\x16position_price_seconds\x18\x07 \x01(\x02\")\n\x13\x43loseSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\'\n\x14\x43loseSessionResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"\r\n\x0bInfoRequest\"\xc7\x01\n\x0cInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\nvocab_size\x18\x02 \x01(\r\x12\x1d\n\x15tokenizer_fingerprint\x18\x03 \x01(\t\x12\x13\n\x0bmax_context\x18\x04 \x01(\r\x12\x12\n\nmax_window\x18\x05 \x01(\r\x12\x19\n\reos_token_ids\x18\x06 \x03(\x05\x42\x02\x10\x01\x12\x15\n\rchat_template\x18\x07 \x01(\t\x12\x15\n\rself_drafting\x18\x08 \x03(\t\"\x12\n\x10GetWindowRequest\"f\n\x0cWindowConfig\x12\r\n\x05gamma\x18\x01 \x01(\r\x12\x11\n\tgamma_min\x18\x02 \x01(\r\x12\x11\n\tgamma_max\x18\x03 \x01(\r\x12\x0e\n\x06policy\x18\x04 \x01(\t\x12\x11\n\tpipelined\x18\x05 \x01(\x08\x32\xf7\x01\n\x06Target\x12\x37\n\x06Verify\x12\x15.dsd.v1.VerifyRequest\x1a\x16.dsd.v1.VerifyResponse\x12I\n\x0c\x43loseSession\x12\x1b.dsd.v1.CloseSessionRequest\x1a\x1c.dsd.v1.CloseSessionResponse\x12\x31\n\x04Info\x12\x13.dsd.v1.InfoRequest\x1a\x14.dsd.v1.InfoResponse\x12\x36\n\x06\x44\x65\x63ode\x12\x15.dsd.v1.DecodeRequest\x1a\x13.dsd.v1.DecodeChunk0\x01\x32\x84\x01\n\x0c\x44raftControl\x12;\n\tGetWindow\x12\x18.dsd.v1.GetWindowRequest\x1a\x14.dsd.v1.WindowConfig\x12\x37\n\tSetWindow\x12\x14.dsd.v1.WindowConfig\x1a\x14.dsd.v1.WindowConfigb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\tdsd.proto\x12\x06\x64sd.v1\"\xf7\x01\n\rDecodeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rcommitted_len\x18\x02 \x01(\r\x12\x13\n\x07\x63ontext\x18\x03 \x03(\x05\x42\x02\x10\x01\x12(\n\x08sampling\x18\x04 \x01(\x0b\x32\x16.dsd.v1.SamplingParams\x12\x12\n\nmax_tokens\x18\x05 \x01(\r\x12\x1a\n\x0estop_token_ids\x18\x06 \x03(\x05\x42\x02\x10\x01\x12\x10\n\x08logprobs\x18\x07 \x01(\x08\x12\x14\n\x0ctop_logprobs\x18\x08 \x01(\r\x12\x10\n\x08proposer\x18\t \x01(\t\x12\x12\n\nmax_window\x18\n \x01(\r\"~\n\x0b\x44\x65\x63odeChunk\x12\x14\n\x0cneed_context\x18\x01 \x01(\x08\x12\r\n\x05token\x18\x02 \x01(\x05\x12%\n\x07logprob\x18\x03 \x01(\x0b\x32\x14.dsd.v1.TokenLogprob\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x13\n\x0bself_window\x18\x05 \x01(\r\"Q\n\x0eSamplingParams\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\x0c\n\x04seed\x18\x04 \x01(\x04\"=\n\x11\x44raftDistribution\x12\x15\n\ttoken_ids\x18\x01 \x03(\x05\x42\x02\x10\x01\x12\x11\n\x05probs\x18\x02 \x03(\x02\x42\x02\x10\x01\"\xeb\x01\n\rVerifyRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rcommitted_len\x18\x02 \x01(\r\x12\x13\n\x07\x63ontext\x18\x03 \x03(\x05\x42\x02\x10\x01\x12\x18\n\x0c\x64raft_tokens\x18\x04 \x03(\x05\x42\x02\x10\x01\x12.\n\x0b\x64raft_probs\x18\x05 \x03(\x0b\x32\x19.dsd.v1.DraftDistribution\x12(\n\x08sampling\x18\x06 \x01(\x0b\x32\x16.dsd.v1.SamplingParams\x12\x10\n\x08logprobs\x18\x07 \x01(\x08\x12\x14\n\x0ctop_logprobs\x18\x08 \x01(\r\"f\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12\x19\n\rtop_token_ids\x18\x03 \x03(\x05\x42\x02\x10\x01\x12\x18\n\x0ctop_logprobs\x18\x04 \x03(\x02\x42\x02\x10\x01\"\xc5\x01\n\x0eVerifyResponse\x12\x14\n\x0cneed_context\x18\x01 \x01(\x08\x12\x14\n\x0cnum_accepted\x18\x02 \x01(\r\x12\x12\n\nnext_token\x18\x03 \x01(\x05\x12\x16\n\x0everify_seconds\x18\x04 \x01(\x02\x12\x13\n\x0breprefilled\x18\x05 \x01(\x08\x12&\n\x08logprobs\x18\x06 \x03(\x0b\x32\x14.dsd.v1.TokenLogprob\x12\x1e\n\x16position_price_seconds\x18\x07 \x01(\x02\")\n\x13\x43loseSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\'\n\x14\x43loseSessionResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"\r\n\x0bInfoRequest\"\xc7\x01\n\x0cInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\nvocab_size\x18\x02 \x01(\r\x12\x1d\n\x15tokenizer_fingerprint\x18\x03 \x01(\t\x12\x13\n\x0bmax_context\x18\x04 \x01(\r\x12\x12\n\nmax_window\x18\x05 \x01(\r\x12\x19\n\reos_token_ids\x18\x06 \x03(\x05\x42\x02\x10\x01\x12\x15\n\rchat_template\x18\x07 \x01(\t\x12\x15\n\rself_drafting\x18\x08 \x03(\t\"\x12\n\x10GetWindowRequest\"f\n\x0cWindowConfig\x12\r\n\x05gamma\x18\x01 \x01(\r\x12\x11\n\tgamma_min\x18\x02 \x01(\r\x12\x11\n\tgamma_max\x18\x03 \x01(\r\x12\x0e\n\x06policy\x18\x04 \x01(\t\x12\x11\n\tpipelined\x18\x05 \x01(\x08\x32\xf7\x01\n\x06Target\x12\x37\n\x06Verify\x12\x15.dsd.v1.VerifyRequest\x1a\x16.dsd.v1.VerifyResponse\x12I\n\x0c\x43loseSession\x12\x1b.dsd.v1.CloseSessionRequest\x1a\x1c.dsd.v1.CloseSessionResponse\x12\x31\n\x04Info\x12\x13.dsd.v1.InfoRequest\x1a\x14.dsd.v1.InfoResponse\x12\x36\n\x06\x44\x65\x63ode\x12\x15.dsd.v1.DecodeRequest\x1a\x13.dsd.v1.DecodeChunk0\x01\x32\x84\x01\n\x0c\x44raftControl\x12;\n\tGetWindow\x12\x18.dsd.v1.GetWindowRequest\x1a\x14.dsd.v1.WindowConfig\x12\x37\n\tSetWindow\x12\x14.dsd.v1.WindowConfig\x1a\x14.dsd.v1.WindowConfigb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,31 +52,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DECODEREQUEST']._serialized_start=22
   _globals['_DECODEREQUEST']._serialized_end=269
   _globals['_DECODECHUNK']._serialized_start=271
-  _globals['_DECODECHUNK']._serialized_end=376
-  _globals['_SAMPLINGPARAMS']._serialized_start=378
-  _globals['_SAMPLINGPARAMS']._serialized_end=459
-  _globals['_DRAFTDISTRIBUTION']._serialized_start=461
-  _globals['_DRAFTDISTRIBUTION']._serialized_end=522
-  _globals['_VERIFYREQUEST']._serialized_start=525
-  _globals['_VERIFYREQUEST']._serialized_end=760
-  _globals['_TOKENLOGPROB']._serialized_start=762
-  _globals['_TOKENLOGPROB']._serialized_end=864
-  _globals['_VERIFYRESPONSE']._serialized_start=867
-  _globals['_VERIFYRESPONSE']._serialized_end=1064
-  _globals['_CLOSESESSIONREQUEST']._serialized_start=1066
-  _globals['_CLOSESESSIONREQUEST']._serialized_end=1107
-  _globals['_CLOSESESSIONRESPONSE']._serialized_start=1109
-  _globals['_CLOSESESSIONRESPONSE']._serialized_end=1148
-  _globals['_INFOREQUEST']._serialized_start=1150
-  _globals['_INFOREQUEST']._serialized_end=1163
-  _globals['_INFORESPONSE']._serialized_start=1166
-  _globals['_INFORESPONSE']._serialized_end=1365
-  _globals['_GETWINDOWREQUEST']._serialized_start=1367
-  _globals['_GETWINDOWREQUEST']._serialized_end=1385
-  _globals['_WINDOWCONFIG']._serialized_start=1387
-  _globals['_WINDOWCONFIG']._serialized_end=1489
-  _globals['_TARGET']._serialized_start=1492
-  _globals['_TARGET']._serialized_end=1739
-  _globals['_DRAFTCONTROL']._serialized_start=1742
-  _globals['_DRAFTCONTROL']._serialized_end=1874
+  _globals['_DECODECHUNK']._serialized_end=397
+  _globals['_SAMPLINGPARAMS']._serialized_start=399
+  _globals['_SAMPLINGPARAMS']._serialized_end=480
+  _globals['_DRAFTDISTRIBUTION']._serialized_start=482
+  _globals['_DRAFTDISTRIBUTION']._serialized_end=543
+  _globals['_VERIFYREQUEST']._serialized_start=546
+  _globals['_VERIFYREQUEST']._serialized_end=781
+  _globals['_TOKENLOGPROB']._serialized_start=783
+  _globals['_TOKENLOGPROB']._serialized_end=885
+  _globals['_VERIFYRESPONSE']._serialized_start=888
+  _globals['_VERIFYRESPONSE']._serialized_end=1085
+  _globals['_CLOSESESSIONREQUEST']._serialized_start=1087
+  _globals['_CLOSESESSIONREQUEST']._serialized_end=1128
+  _globals['_CLOSESESSIONRESPONSE']._serialized_start=1130
+  _globals['_CLOSESESSIONRESPONSE']._serialized_end=1169
+  _globals['_INFOREQUEST']._serialized_start=1171
+  _globals['_INFOREQUEST']._serialized_end=1184
+  _globals['_INFORESPONSE']._serialized_start=1187
+  _globals['_INFORESPONSE']._serialized_end=1386
+  _globals['_GETWINDOWREQUEST']._serialized_start=1388
+  _globals['_GETWINDOWREQUEST']._serialized_end=1406
+  _globals['_WINDOWCONFIG']._serialized_start=1408
+  _globals['_WINDOWCONFIG']._serialized_end=1510
+  _globals['_TARGET']._serialized_start=1513
+  _globals['_TARGET']._serialized_end=1760
+  _globals['_DRAFTCONTROL']._serialized_start=1763
+  _globals['_DRAFTCONTROL']._serialized_end=1895
 # @@protoc_insertion_point(module_scope)

@@ -31,16 +31,18 @@ class DecodeRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., committed_len: _Optional[int] = ..., context: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., max_tokens: _Optional[int] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[bool] = ..., top_logprobs: _Optional[int] = ..., proposer: _Optional[str] = ..., max_window: _Optional[int] = ...) -> None: ...
 
 class DecodeChunk(_message.Message):
-    __slots__ = ("need_context", "token", "logprob", "source")
+    __slots__ = ("need_context", "token", "logprob", "source", "self_window")
     NEED_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     LOGPROB_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SELF_WINDOW_FIELD_NUMBER: _ClassVar[int]
     need_context: bool
     token: int
     logprob: TokenLogprob
     source: str
-    def __init__(self, need_context: _Optional[bool] = ..., token: _Optional[int] = ..., logprob: _Optional[_Union[TokenLogprob, _Mapping]] = ..., source: _Optional[str] = ...) -> None: ...
+    self_window: int
+    def __init__(self, need_context: _Optional[bool] = ..., token: _Optional[int] = ..., logprob: _Optional[_Union[TokenLogprob, _Mapping]] = ..., source: _Optional[str] = ..., self_window: _Optional[int] = ...) -> None: ...
 
 class SamplingParams(_message.Message):
     __slots__ = ("temperature", "top_k", "top_p", "seed")
