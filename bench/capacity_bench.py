@@ -43,9 +43,10 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
-from probes import PassTraceReader, counters, delta
+from probes import PassTraceReader, counters, delta, usage_counters
 
 from dsd_runtime.common import models
 from dsd_runtime.common.divergence import first_divergence
@@ -62,6 +63,10 @@ PLACES = ["Arden", "Belmont", "Carlow", "Dunmore", "Elston", "Fairview", "Glenwo
           "Jarrow", "Kelso", "Ludlow", "Marlow", "Newport", "Oakham", "Penrith"]
 WARMUP_PROMPT = 10_000  # never measured
 WAVE_REQUESTS = 8  # the fewest requests in a wave (a one-client wave: 8 in turn)
+
+
+def prompt_kind(k: int) -> str:
+    return "chat" if k % 2 == 0 else "grounded"
 
 
 def prompt(k: int) -> str:
@@ -85,6 +90,8 @@ class Reply:
     first_s: float = 0.0
     end_s: float = 0.0
     client: int = 0  # which of the wave's clients sent it
+    kind: str = ""  # "chat" or "grounded" (prompt())
+    counters: dict[str, float] = field(default_factory=dict)  # its usage.dsd, as probes.usage_counters keys
 
     @property
     def tpot_s(self) -> float:
@@ -100,7 +107,7 @@ class Wave:
     tpots: list[float]
     statuses: list[int]
     repeat: int = 0
-    requests: list[dict[str, int]] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, float] = field(default_factory=dict)
     passes: list[list[float]] = field(default_factory=list)  # [sequences, tokens, seconds] of every pass
 
@@ -122,6 +129,7 @@ def _chat(http: httpx.Client, port: int, text: str, max_tokens: int, t0: float) 
             if chunk.get("usage"):
                 reply.tokens = int(chunk["usage"]["completion_tokens"])
                 reply.prompt_tokens = int(chunk["usage"]["prompt_tokens"])
+                reply.counters = usage_counters(chunk["usage"]["dsd"])
             for choice in chunk.get("choices", []):
                 content = (choice.get("delta") or {}).get("content") or ""
                 if content and not reply.text:
@@ -145,6 +153,7 @@ def _wave(port: int, clients: int, max_tokens: int, first: int = 0, per_client: 
                 k = i * per_client + j
                 replies[k] = _chat(http, port, prompt(first + k), max_tokens, t0)
                 replies[k].client = i
+                replies[k].kind = prompt_kind(first + k)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
     for t in threads:
@@ -322,7 +331,8 @@ def _measure(config: str, repeat: int, waves_to_run: list[tuple[int, int]], max_
             waves.append(Wave(config, n, sum(r.tokens for r in replies), seconds,
                               [r.tpot_s for r in replies], [200] * len(replies), repeat,
                               [{"client": r.client, "prompt_tokens": r.prompt_tokens, "completion_tokens": r.tokens,
-                                "first_token_s": round(r.first_s, 4), "end_s": round(r.end_s, 4)}
+                                "first_token_s": round(r.first_s, 4), "end_s": round(r.end_s, 4),
+                                "kind": r.kind, "counters": r.counters}
                                for r in replies],
                               delta(after, before), passes))
             print(f"repeat {repeat} {config:12s} {n:3d} clients  {waves[-1].tokens_per_s:6.1f} tok/s  "

@@ -44,6 +44,18 @@ def counters(target_metrics: str, draft_metrics: str) -> dict[str, float]:
             **scrape(f"http://{draft_metrics}/metrics", DRAFT_SAMPLES)}
 
 
+def usage_counters(dsd: dict) -> dict[str, float]:
+    """One request's `usage.dsd` (docs/api.md) under the keys `counters` gives a span of the servers."""
+    out = {"rounds": float(dsd["rounds"]), "proposed": float(dsd["proposed_tokens"]),
+           "accepted": float(dsd["accepted_tokens"]), "target_only_tokens": float(dsd["target_only_tokens"])}
+    for key, name in (("accepted_by_position", "accepted_at"), ("reached_by_position", "reached_at"),
+                      ("self_accepted_by_position", "self_accepted_at"),
+                      ("self_reached_by_position", "self_reached_at")):
+        out.update({f"{name}_{i}": float(v) for i, v in enumerate(dsd[key], start=1)})
+    out.update({f"self_window_{k}": float(v) for k, v in dsd["target_only_steps_by_window"].items()})
+    return out
+
+
 def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
     return {k: after[k] - before.get(k, 0.0) for k in after}
 

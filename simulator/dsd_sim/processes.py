@@ -34,10 +34,20 @@ from dsd_sim.acceptance import AcceptanceModel
 from dsd_sim.entities import DraftDevice, Target
 from dsd_sim.metrics import Metrics
 from dsd_sim.network import ANSWER_BYTES, Link, window_bytes
-from dsd_sim.scenario import Scenario
+from dsd_sim.scenario import Hybrid, Scenario, SelfDrafting
 from dsd_spec import draft_ahead_pays
 
 Process = Generator[simpy.Event, Any, None]
+
+
+@dataclass(frozen=True)
+class Drafting:
+    """How one kind of request drafts: the scenario's sections, or a profile's (scenario.Profile)."""
+
+    acceptance: AcceptanceModel
+    self_acceptance: AcceptanceModel | None  # of the target's self-drafted tokens; None: it never self-drafts
+    hybrid: Hybrid
+    self_drafting: SelfDrafting
 
 
 @dataclass
@@ -47,8 +57,8 @@ class Context:
     metrics: Metrics
     targets: list[Target]
     devices: list[DraftDevice]
-    acceptance: AcceptanceModel
-    self_acceptance: AcceptanceModel | None  # of the target's self-drafted tokens; None: it never self-drafts
+    drafting: Drafting  # the scenario's own
+    profiles: dict[str, Drafting]
     route: Callable[[], int]
     rng: random.Random
     prompt_tokens: Callable[[], int]
@@ -77,8 +87,10 @@ def _prefill(ctx: Context, device: DraftDevice, target: Target, prompt: int, res
     yield env.timeout(link.delay_s(env.now, ANSWER_BYTES) + ctx.scenario.targets.request_overhead_ms / 1000)
 
 
-def session(ctx: Context, device: DraftDevice, prompt: int, output: int) -> Process:
+def session(ctx: Context, device: DraftDevice, prompt: int, output: int, drafting: Drafting | None = None
+            ) -> Process:
     env, m, s = ctx.env, ctx.metrics, ctx.scenario
+    d = drafting or ctx.drafting
     arrival = env.now
     m.on_arrival(arrival, output)
     target = ctx.targets[ctx.route()]
@@ -93,15 +105,16 @@ def session(ctx: Context, device: DraftDevice, prompt: int, output: int) -> Proc
     produced = 1
     if s.mode == "target_only":
         while produced < output:
-            tokens = yield from _target_only_step(ctx, target, output - produced)
+            tokens = yield from _target_only_step(ctx, d, target, output - produced)
             produced += tokens
             m.on_tokens(env.now, tokens)
     elif s.mode == "hybrid":
-        produced = yield from _hybrid_steps(ctx, device, target, produced, output)
+        produced = yield from _hybrid_steps(ctx, d, device, target, produced, output)
     elif s.mode == "fused":
-        produced = yield from _fused_rounds(ctx, device, target, produced, output)
+        produced = yield from _fused_rounds(ctx, d.acceptance, device, target, produced, output)
     else:
-        produced = yield from _distributed_rounds(ctx, device, target, produced, output, env.now - sent)
+        produced = yield from _distributed_rounds(ctx, d.acceptance, device, target, produced, output,
+                                                  env.now - sent)
     target.release(prompt + output)
     m.on_complete(arrival, first, env.now, produced)
     ctx.finished_one()
@@ -121,28 +134,28 @@ def _host_step(ctx: Context) -> Process:
         yield ctx.env.timeout(host)
 
 
-def _target_only_step(ctx: Context, target: Target, left: int) -> Generator[simpy.Event, Any, int]:
+def _target_only_step(ctx: Context, d: Drafting, target: Target, left: int) -> Generator[simpy.Event, Any, int]:
     """One step of a target-only stream: its tokens (the target's own, after the self-drafted ones it accepted;
     at most `left`)."""
-    shares = ctx.scenario.self_drafting.window_shares
-    k = min(ctx.rng.choices(range(len(shares)), shares)[0], left - 1) if ctx.self_acceptance else 0
+    shares, own = d.self_drafting.window_shares, d.self_acceptance
+    k = min(ctx.rng.choices(range(len(shares)), shares)[0], left - 1) if own else 0
     yield target.submit(k + 1)
     yield from _host_step(ctx)
-    return (ctx.self_acceptance.accepted(k)[0] if k > 0 and ctx.self_acceptance else 0) + 1
+    return (own.accepted(k)[0] if k > 0 and own else 0) + 1
 
 
-def _hybrid_steps(ctx: Context, device: DraftDevice, target: Target, produced: int, output: int
+def _hybrid_steps(ctx: Context, d: Drafting, device: DraftDevice, target: Target, produced: int, output: int
                   ) -> Generator[simpy.Event, Any, int]:
-    env, m, acc, s = ctx.env, ctx.metrics, ctx.acceptance, ctx.scenario
-    link, shares = device.link, s.hybrid.window_shares
+    env, m, acc, s = ctx.env, ctx.metrics, d.acceptance, ctx.scenario
+    link, shares = device.link, d.hybrid.window_shares
     assert isinstance(link, Link)
     windows = list(range(1, len(shares) + 1)) if shares else []
-    round_s = s.hybrid.round_overhead_ms / 1000
+    round_s = d.hybrid.round_overhead_ms / 1000
     while produced < output:
         proposed = ctx.rng.choices(windows, shares)[0] if shares else s.gamma.value
         gamma = max(0, min(proposed, output - produced - 1))
-        if gamma == 0 or ctx.rng.random() < s.hybrid.target_only_share:
-            tokens = yield from _target_only_step(ctx, target, output - produced)
+        if gamma == 0 or ctx.rng.random() < d.hybrid.target_only_share:
+            tokens = yield from _target_only_step(ctx, d, target, output - produced)
             produced += tokens
             m.on_tokens(env.now, tokens)
             continue
@@ -158,9 +171,9 @@ def _hybrid_steps(ctx: Context, device: DraftDevice, target: Target, produced: i
     return produced
 
 
-def _fused_rounds(ctx: Context, device: DraftDevice, target: Target, produced: int, output: int
-                  ) -> Generator[simpy.Event, Any, int]:
-    env, m, acc = ctx.env, ctx.metrics, ctx.acceptance
+def _fused_rounds(ctx: Context, acc: AcceptanceModel, device: DraftDevice, target: Target, produced: int,
+                  output: int) -> Generator[simpy.Event, Any, int]:
+    env, m = ctx.env, ctx.metrics
     step_s = ctx.scenario.targets.fused_draft_step_ms / 1000
     while produced < output:
         gamma = max(0, min(device.window.gamma, output - produced - 1))
@@ -177,9 +190,9 @@ def _fused_rounds(ctx: Context, device: DraftDevice, target: Target, produced: i
     return produced
 
 
-def _distributed_rounds(ctx: Context, device: DraftDevice, target: Target, produced: int, output: int,
-                        prefill_wait_s: float) -> Generator[simpy.Event, Any, int]:
-    env, m, acc, s = ctx.env, ctx.metrics, ctx.acceptance, ctx.scenario
+def _distributed_rounds(ctx: Context, acc: AcceptanceModel, device: DraftDevice, target: Target, produced: int,
+                        output: int, prefill_wait_s: float) -> Generator[simpy.Event, Any, int]:
+    env, m, s = ctx.env, ctx.metrics, ctx.scenario
     link, step_s, pipelined = device.link, device.step_s, s.mode == "pipelined"
     assert isinstance(link, Link)
     carried = 0
@@ -253,10 +266,11 @@ def poisson_arrivals(ctx: Context) -> Process:
 
 
 def trace_arrivals(ctx: Context) -> Process:
-    """Replays a JSONL trace: {"arrival_s", "prompt_tokens", "output_tokens", optional "draft", optional "client"}
-    per line. Rows with the same `client` are one user's requests in trace order: each starts at its arrival_s or
-    when that user's previous request finishes, whichever is later (a chat user waits for an answer before asking
-    again); rows without one start at their arrival_s."""
+    """Replays a JSONL trace: {"arrival_s", "prompt_tokens", "output_tokens", optional "draft", "client",
+    "profile"} per line. Rows with the same `client` are one user's requests in trace order: each starts at its
+    arrival_s or when that user's previous request finishes, whichever is later (a chat user waits for an answer
+    before asking again); rows without one start at their arrival_s. A row's `profile` (scenario.profiles) is how
+    it drafts."""
     env = ctx.env
     path = ctx.scenario.workload.file
     assert path is not None
@@ -270,13 +284,17 @@ def trace_arrivals(ctx: Context) -> Process:
                 at, prompt, output = float(row["arrival_s"]), int(row["prompt_tokens"]), int(row["output_tokens"])
             except (KeyError, ValueError) as e:
                 raise ValueError(f"{path}:{lineno}: bad trace row ({e})") from None
+            name = row.get("profile")
+            if name is not None and name not in ctx.profiles:
+                raise ValueError(f"{path}:{lineno}: profile {name!r} is not in the scenario's profiles "
+                                 f"({sorted(ctx.profiles) or 'none'})")
             if at >= ctx.scenario.duration_s:
                 break
             if at > env.now:
                 yield env.timeout(at - env.now)
             ctx.active += 1
             device = ctx.devices[int(row.get("draft", ctx.rng.randrange(len(ctx.devices)))) % len(ctx.devices)]
-            request = session(ctx, device, prompt, max(1, output))
+            request = session(ctx, device, prompt, max(1, output), ctx.profiles[name] if name else None)
             if "client" in row:
                 key = str(row["client"])
                 users[key] = env.process(_after(users.get(key), request))

@@ -147,8 +147,8 @@ class Workload(_Model):
     prompt_tokens: Dist = Field(default_factory=lambda: _dist(128))
     output_tokens: Dist = Field(default_factory=lambda: _dist(128))
     file: Path | None = Field(None, description=(
-        "trace: JSONL with arrival_s, prompt_tokens, output_tokens, optional draft and client (a client's "
-        "requests run one after another)"))
+        "trace: JSONL with arrival_s, prompt_tokens, output_tokens, optional draft, client (a client's "
+        "requests run one after another) and profile (one of `profiles`)"))
 
     @model_validator(mode="after")
     def _trace_file(self) -> Workload:
@@ -202,6 +202,17 @@ class SelfDrafting(_Model):
         return self
 
 
+class Profile(_Model):
+    """A kind of request that drafts differently (open chat, quoting a given text): its own acceptance,
+    hybrid drafting and target self-drafting, each replacing the scenario's section for the trace rows that name
+    the profile (a section left out is the scenario's). Requests of one workload differ this much: a quoting
+    answer verifies several tokens per pass where open chat verifies one, and the TPOT spread of a run follows."""
+
+    acceptance: Acceptance | None = None
+    hybrid: Hybrid | None = None
+    self_drafting: SelfDrafting | None = None
+
+
 class Scenario(_Model):
     name: str = "scenario"
     seed: int = 0
@@ -216,6 +227,8 @@ class Scenario(_Model):
     gamma: Gamma = Field(default_factory=Gamma)
     hybrid: Hybrid = Field(default_factory=Hybrid)
     self_drafting: SelfDrafting = Field(default_factory=SelfDrafting)
+    profiles: dict[str, Profile] = Field(default_factory=dict, description=(
+        "kinds of request with their own drafting; a trace row's optional `profile` names one"))
     workload: Workload = Field(default_factory=Workload)
     slo: Slo = Field(default_factory=Slo)
     draft_probs: bool = Field(False, description="windows carry draft probabilities (sampling): bigger uplink")

@@ -20,7 +20,7 @@ from dsd_sim.metrics import Metrics
 from dsd_sim.network import Link
 from dsd_sim.policies import WindowPolicy, router
 from dsd_sim.randomness import int_sampler, sampler
-from dsd_sim.scenario import Acceptance, Scenario
+from dsd_sim.scenario import Acceptance, Profile, Scenario, SelfDrafting
 from dsd_spec import VerifyCostModel, WindowEstimator
 
 
@@ -53,13 +53,21 @@ def _devices(s: Scenario, rng: random.Random, shared: WindowEstimator) -> list[D
             for i, step in enumerate(steps)]
 
 
-def _self_acceptance(s: Scenario, rng: random.Random) -> acceptance.AcceptanceModel | None:
+def _self_acceptance(cfg: SelfDrafting, rng: random.Random) -> acceptance.AcceptanceModel | None:
     """The target's self-drafted tokens: their own acceptance (a trace), or None when it never self-drafts."""
-    cfg = s.self_drafting
     if not any(cfg.window_shares[1:]):
         return None
     trace = Acceptance(kind="trace", alpha_by_position=cfg.alpha_by_position)
     return acceptance.AcceptanceModel(acceptance.alpha_by_position(trace), rng)
+
+
+def _drafting(s: Scenario, rng: random.Random, profile: Profile | None = None) -> processes.Drafting:
+    """The scenario's drafting, with a profile's sections in place of the scenario's where it has them."""
+    acc = profile.acceptance if profile and profile.acceptance else s.acceptance
+    hybrid = profile.hybrid if profile and profile.hybrid else s.hybrid
+    own = profile.self_drafting if profile and profile.self_drafting else s.self_drafting
+    return processes.Drafting(acceptance.AcceptanceModel(acceptance.alpha_by_position(acc), rng),
+                              _self_acceptance(own, rng), hybrid, own)
 
 
 def run(s: Scenario) -> Result:
@@ -75,8 +83,7 @@ def run(s: Scenario) -> Result:
     w = s.workload
     ctx = processes.Context(
         env=env, scenario=s, metrics=metrics, targets=targets, devices=devices,
-        acceptance=acceptance.AcceptanceModel(acceptance.alpha_by_position(s.acceptance), rng),
-        self_acceptance=_self_acceptance(s, rng),
+        drafting=_drafting(s, rng), profiles={name: _drafting(s, rng, p) for name, p in s.profiles.items()},
         route=router(s.routing, targets, rng), rng=rng, prompt_tokens=int_sampler(w.prompt_tokens, rng),
         output_tokens=int_sampler(w.output_tokens, rng), think_s=sampler(w.think_s, rng), done=env.event(),
         host=simpy.Resource(env, s.targets.host_concurrency) if s.targets.host_concurrency else None)

@@ -126,6 +126,34 @@ def test_a_trace_clients_requests_run_one_after_another(tmp_path):
     assert together["simulated_s"] < in_turn["simulated_s"]
 
 
+def test_a_trace_rows_profile_is_how_that_request_drafts(tmp_path):
+    """Rows naming a quoting profile (hybrid: high acceptance, the target self-drafting) and an open-chat one
+    (nothing drafts) in one run: acceptance and pass shapes follow each row; no profile is the scenario's own."""
+    def replay(rows: list[dict]) -> dict:
+        trace = tmp_path / "trace.jsonl"
+        trace.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return _run({**BASE, "mode": "hybrid", "targets": {"count": 1}, "drafts": {"count": 1},
+                     "network": {"rtt_ms": {"mean": 0}}, "acceptance": {"alpha": 0.3, "decay": 1.0},
+                     "hybrid": {"target_only_share": 0.5},
+                     "profiles": {"quote": {"acceptance": {"alpha": 0.95, "decay": 1.0},
+                                            "self_drafting": {"window_shares": [0, 0, 0, 1],
+                                                              "alpha_by_position": [0.95]}},
+                                  "chat": {"hybrid": {"target_only_share": 1.0}},
+                                  "own": {}},
+                     "workload": {"kind": "trace", "file": str(trace)}})
+
+    rows = [{"arrival_s": 0.0, "prompt_tokens": 32, "output_tokens": 60, "client": "a"} for _ in range(4)]
+    quote, chat = replay([{**r, "profile": "quote"} for r in rows]), replay([{**r, "profile": "chat"} for r in rows])
+    assert quote["tokens_total"] == chat["tokens_total"] == 240
+    assert quote["acceptance"] > 0.9 and chat["rounds"] == 0, "chat never sends a window; quote's are accepted"
+    assert quote["simulated_s"] < chat["simulated_s"] / 2, "quote verifies several tokens per pass"
+    mixed = replay([{**r, "profile": "quote" if i % 2 else "chat"} for i, r in enumerate(rows)])
+    assert quote["simulated_s"] < mixed["simulated_s"] < chat["simulated_s"]
+    assert _without_wall(replay([{**r, "profile": "own"} for r in rows])) == _without_wall(replay(rows))
+    with pytest.raises(ValueError, match="profile 'poem' is not in the scenario's profiles"):
+        replay([{**rows[0], "profile": "poem"}])
+
+
 def test_measured_acceptance_trace_drives_acceptance(tmp_path):
     profile = tmp_path / "profile.json"
     profile.write_text(json.dumps({"alpha_by_position": [0.5, 0.4, 0.3]}))
