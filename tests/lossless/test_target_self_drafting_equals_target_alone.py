@@ -25,7 +25,8 @@ SAMPLED = SamplingParams(temperature=0.9, top_p=0.9)
 
 
 def _generate(port: int, proposer: str, prompt: list[int], n: int, params: SamplingParams,
-              seed: int, mode: str = "speculate") -> tuple[list[int], GenerationStats]:
+              seed: int, mode: str = "speculate", stops: frozenset[int] = frozenset()) -> tuple[list[int],
+                                                                                               GenerationStats]:
     """A draft server without a model and no handshake (it sends every model-free window it finds itself):
     with `mode` off, or `proposer` none, it streams after the first token."""
     client = TargetClient(f"127.0.0.1:{port}")
@@ -33,7 +34,8 @@ def _generate(port: int, proposer: str, prompt: list[int], n: int, params: Sampl
         config = WindowConfig(proposer=proposer, mode=mode)
         spec = Speculator(None, client, WindowController(config, has_model=False), max_context=512)
         stats = GenerationStats()
-        return list(spec.generate(GenerationRequest(prompt, n, params, seed=seed), stats=stats)), stats
+        request = GenerationRequest(prompt, n, params, seed=seed, stop_token_ids=stops)
+        return list(spec.generate(request, stats=stats)), stats
     finally:
         client.close()  # closes the session: the target remembers its text
 
@@ -174,26 +176,51 @@ def test_a_target_told_not_to_self_draft_decodes_one_token_per_step(loaded):
     assert not info.self_drafting, "a draft must not leave windows to a target that will not make them"
 
 
+def _self_drafting_counters(server) -> tuple[dict[int, float], list[float], list[float]]:
+    """The target's target-only steps by window, and its self-drafting's acceptance by position."""
+    counters = server.registry.get_sample_value
+    steps = {k: counters("dsd_target_only_steps_total", {"window": str(k)}) or 0.0 for k in range(17)}
+    at = [counters("dsd_target_self_accepted_per_position_total", {"position": str(i)}) or 0.0 for i in range(1, 17)]
+    reached = [counters("dsd_target_self_reached_per_position_total", {"position": str(i)}) or 0.0
+               for i in range(1, 17)]
+    return steps, at, reached
+
+
+def _steps_between(before: tuple, after: tuple) -> dict[int, float]:
+    return {k: after[0][k] - before[0][k] for k in range(17) if after[0][k] - before[0][k]}
+
+
 def test_a_requests_own_stats_count_the_target_only_steps_as_the_targets_counters_do(loaded, target_server):
     """GenerationStats (the API's usage.dsd) per request, against the target's counters over the same request."""
-    counters = target_server.registry.get_sample_value
-
-    def snapshot() -> tuple[dict[int, float], list[float], list[float]]:
-        steps = {k: counters("dsd_target_only_steps_total", {"window": str(k)}) or 0.0 for k in range(17)}
-        at = [counters("dsd_target_self_accepted_per_position_total", {"position": str(i)}) or 0.0
-              for i in range(1, 17)]
-        reached = [counters("dsd_target_self_reached_per_position_total", {"position": str(i)}) or 0.0
-                   for i in range(1, 17)]
-        return steps, at, reached
-
     prompt = loaded["target"].tokenizer(PROMPTS[0])["input_ids"]
     _generate(target_server.port, "suffix", prompt, 30, SamplingParams(), seed=0, mode="off")  # fills the cache
-    before = snapshot()
+    before = _self_drafting_counters(target_server)
     _, stats = _generate(target_server.port, "suffix", prompt, 30, SamplingParams(), seed=0, mode="off")
-    after = snapshot()
-    steps = {k: after[0][k] - before[0][k] for k in range(17) if after[0][k] - before[0][k]}
+    after = _self_drafting_counters(target_server)
+    steps = _steps_between(before, after)
     assert stats.self_steps_by_window == steps
     assert any(k > 0 for k in steps), "the repeated request drafted for itself"
     assert stats.self_accepted_per_position[:16] == [a - b for a, b in zip(after[1], before[1], strict=True)]
     assert stats.self_reached_per_position[:16] == [a - b for a, b in zip(after[2], before[2], strict=True)]
+    assert sum(stats.self_accepted_per_position) == stats.tokens_by_source.get("target-suffix", 0)
+
+
+def test_a_step_cut_short_by_a_stop_among_its_self_drafted_tokens_still_counts(loaded, target_server):
+    """The stop ends the stream before the step's own token; the request's stats count that step all the same
+    (its window on every chunk), with the self-drafted tokens the request received as its accepted ones."""
+    prompt = loaded["target"].tokenizer("Once upon a time")["input_ids"]
+    answer = target_alone(loaded["target"], prompt, 24)
+    _cached(target_server, prompt + answer)
+    stop = answer[12]
+    cut = answer.index(stop) + 1
+    raw = _decode(target_server.port, session_id="cut", committed_len=len(prompt), context=prompt, max_tokens=24,
+                  stop_token_ids=[stop], proposer="suffix")
+    assert raw[-1].token == stop and raw[-1].source, "the stop must land among a step's self-drafted tokens"
+    assert all(c.self_window for c in raw if c.source), "every self-drafted chunk names its step's window"
+    before = _self_drafting_counters(target_server)
+    out, stats = _generate(target_server.port, "suffix", prompt, 24, SamplingParams(), seed=0, mode="off",
+                           stops=frozenset([stop]))
+    after = _self_drafting_counters(target_server)
+    assert out[:cut] == answer[:cut]
+    assert stats.self_steps_by_window == _steps_between(before, after)
     assert sum(stats.self_accepted_per_position) == stats.tokens_by_source.get("target-suffix", 0)

@@ -280,6 +280,8 @@ class Speculator:
                     yield chunk.token
                     produced = len(committed) - prompt_len
                     if chunk.token in req.stop_token_ids or produced >= req.max_tokens:
+                        if chunk.source:  # the step ends on a self-drafted token: its own token never comes
+                            stats.count_self_step(chunk.self_window, self_accepted)
                         return None
                     if cancel.is_set():
                         raise Cancelled

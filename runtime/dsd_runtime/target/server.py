@@ -159,8 +159,7 @@ class TargetServicer(dsd_pb2_grpc.TargetServicer):
             for i, token in enumerate(tokens):
                 own = i == out.num_accepted
                 yield dsd_pb2.DecodeChunk(token=token, logprob=logprobs[i] if logprobs else None,
-                                          source="" if own else window.source,
-                                          self_window=len(window.tokens) if own else 0)
+                                          source="" if own else window.source, self_window=len(window.tokens))
                 emitted += 1
                 if token in stops:
                     return
