@@ -41,6 +41,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,12 @@ TOPICS = ["bees", "tides", "bread", "rainbows", "volcanoes", "owls", "glaciers",
           "bicycles", "lighthouses", "coral reefs", "thunderstorms", "windmills", "submarines"]
 AUDIENCES = ["a ten year old", "a farmer", "a sailor", "a new student", "a retired teacher", "a painter"]
 FORMS = ["in a few sentences", "as a short list of steps", "with one everyday example", "in the style of a letter"]
+TONES = ["", " Keep it cheerful.", " Avoid any jargon."]  # "" first: prompt(k) for k < 768 is as before it
 PLACES = ["Arden", "Belmont", "Carlow", "Dunmore", "Elston", "Fairview", "Glenwood", "Harlow", "Ivybridge",
           "Jarrow", "Kelso", "Ludlow", "Marlow", "Newport", "Oakham", "Penrith"]
 WARMUP_PROMPT = 10_000  # never measured
 WAVE_REQUESTS = 8  # the fewest requests in a wave (a one-client wave: 8 in turn)
+STEADY_MAX_TOKENS = 48  # as the waves' answers
 
 
 def prompt_kind(k: int) -> str:
@@ -70,14 +73,15 @@ def prompt_kind(k: int) -> str:
 
 
 def prompt(k: int) -> str:
-    """Half open chat, half grounded (repeat a given text). Every k of a run gives a different request, and no two
-    chat prompts share topic, audience and form, so the draft's cross-request suffix cache cannot replay an earlier
-    answer (it would flatter every wave after the first)."""
+    """Half open chat, half grounded (repeat a given text). Every k below STEADY_PROMPTS gives a different request,
+    and no two chat prompts share topic, audience, form and tone, so the draft's cross-request suffix cache cannot
+    replay an earlier answer (it would flatter every wave after the first)."""
     c = k // 2
     if k % 2 == 0:
-        return (f"Explain to {AUDIENCES[c // 16 % 6]} how {TOPICS[c % 16]} work, {FORMS[c // 96 % 4]}.")
+        return (f"Explain to {AUDIENCES[c // 16 % 6]} how {TOPICS[c % 16]} work, {FORMS[c // 96 % 4]}."
+                f"{TONES[c // 384 % 3]}")
     place = PLACES[c % 16]
-    text = (f"The {place} library opens at 8 on weekdays and lends up to {4 + c // 16 % 5} books for "
+    text = (f"The {place} library opens at {8 + c // 240 % 4} on weekdays and lends up to {4 + c // 16 % 5} books for "
             f"{2 + c // 80 % 3} weeks. Its reading room closes an hour before the building.")
     return f"{text}\n\nRepeat the text above word for word."
 
@@ -267,11 +271,106 @@ def load_test(port: int, clients: int = 64, seconds: float = 60.0, max_tokens: i
         raise SystemExit("load test failed: a status other than 200/429, or an answer that differs")
 
 
+STEADY_PROMPTS = 1920  # prompt(k) is unique below this (grounded: c < 960); a steady server stays within it
+
+
+def steady(port: int, counts: list[int], seconds: float, warmup_s: float, repeats: int, out: Path = OUT) -> None:
+    """DSD (batched, hybrid) against target-only sessions in a steady state: N clients each sending request after
+    request, tokens/s counted by the draft's per-token counter over a window that starts once every client is
+    busy (`warmup_s`) and lasts `seconds`. The waves above measure a makespan: a wave's tokens/s is bounded by its
+    slowest answers (open chat, which self-drafting barely speeds up), and a grounded answer finished early
+    leaves its client idle; here a client that finishes early asks again, so drafting shows as throughput."""
+    configs = ("batched", "target-only")
+    rates: dict[tuple[str, int, int], float] = {}
+    tpots: dict[tuple[str, int], list[float]] = {}
+    answers: dict[str, dict[int, str]] = {c: {} for c in configs}
+    for repeat in range(repeats):
+        for config in (configs if repeat % 2 == 0 else configs[::-1]):
+            proc = _serve(config, port)
+            try:
+                _wave(port, 1, 8, WARMUP_PROMPT)
+                next_prompt = iter(range(STEADY_PROMPTS))  # the same prompts, in order, on every server
+                for n in (counts if repeat % 2 == 0 else counts[::-1]):
+                    rate, by_clients, replies, texts = _steady_window(port, n, seconds, warmup_s, next_prompt)
+                    rates[config, n, repeat] = rate
+                    tpots.setdefault((config, n), []).extend(r.tpot_s for _, r in replies)
+                    answers[config].update(texts)
+                    print(f"steady repeat {repeat} {config:12s} {n:3d} clients  {rate:6.1f} tok/s "
+                          f"(answers ended in the window: {by_clients:.1f} tok/s)", flush=True)
+            finally:
+                proc.terminate()
+                proc.wait(60)
+    shared = sorted(set(answers["batched"]) & set(answers["target-only"]))
+    differing = [k for k in shared if answers["batched"][k] != answers["target-only"][k]]
+    lines = ["| clients | DSD batched tok/s (TPOT p50 ms) | target-only tok/s (TPOT p50 ms) | DSD / target-only |",
+             "|---|---|---|---|"]
+    for n in counts:
+        each = sorted(rates["batched", n, r] / rates["target-only", n, r] for r in range(repeats))
+        spread = f" ({each[0]:.2f}-{each[-1]:.2f})" if len(each) > 1 else ""
+        cells = [f"{statistics.median(rates[c, n, r] for r in range(repeats)):.1f} "
+                 f"({1000 * _pct(tpots[c, n], 50):.0f})" for c in configs]
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {statistics.median(each):.2f}x{spread} |")
+    lines += ["", f"Steady state: each client sends request after request; tokens/s over {seconds:.0f} s after "
+              f"{warmup_s:.0f} s of warm-up, medians over {repeats} repeat(s), the ratio the median of the ratios "
+              f"within a repeat (range in brackets). Answers to the same prompt under both servers: "
+              f"{len(shared) - len(differing)} of {len(shared)} identical"
+              + (f" (differing: prompts {differing})." if differing else ".")]
+    text = "\n".join(lines)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "capacity-steady.md").write_text(text + "\n")
+    print(text)
+    if differing:
+        raise SystemExit(f"steady state: answers differ between DSD and target-only on prompts {differing}")
+
+
+def _steady_window(port: int, clients: int, seconds: float, warmup_s: float,
+                   next_prompt: Iterator[int]) -> tuple[float, float, list[tuple[int, Reply]], dict[int, str]]:
+    """`clients` closed-loop clients. Returns the window's tokens/s by the draft's counter, the same by the clients
+    (the tokens of the answers that ended inside the window: a cross-check of the counter), the requests wholly
+    inside the window (their TPOT), and every answer by prompt (the lossless check)."""
+    lock = threading.Lock()
+    replies: list[tuple[int, float, Reply]] = []  # (prompt, start, reply) of every request
+    stop, exhausted = threading.Event(), threading.Event()
+    t0 = time.perf_counter()
+
+    def client() -> None:
+        with httpx.Client() as http:
+            while not stop.is_set():
+                with lock:
+                    k = next(next_prompt, None)
+                if k is None:
+                    exhausted.set()
+                    return
+                start = time.perf_counter() - t0
+                reply = _chat(http, port, prompt(k), STEADY_MAX_TOKENS, t0)
+                with lock:
+                    replies.append((k, start, reply))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(warmup_s)  # the measurement's own clock: every client is busy by now
+    before, start = _counters(port)["tokens_generated"], time.perf_counter() - t0
+    time.sleep(seconds)
+    after, end = _counters(port)["tokens_generated"], time.perf_counter() - t0
+    stop.set()
+    for t in threads:
+        t.join()
+    if exhausted.is_set():  # a client stopped early: the window did not hold `clients` busy clients
+        raise SystemExit(f"steady state ran out of unique prompts ({STEADY_PROMPTS} per server)")
+    ended = sum(r.tokens for _, _, r in replies if start <= r.end_s <= end)
+    inside = [(k, r) for k, s, r in replies if start <= s and r.end_s <= end]
+    return (after - before) / (end - start), ended / (end - start), inside, {k: r.text for k, _, r in replies}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--load-only", action="store_true")
     parser.add_argument("--no-load", action="store_true", help="skip the bounded load test")
+    parser.add_argument("--steady", action="store_true", help="only the steady-state DSD vs target-only "
+                        "comparison (8, 16, 32 clients; writes capacity-steady.md)")
+    parser.add_argument("--steady-seconds", type=float, default=30.0)
     parser.add_argument("--port", type=int, default=18300)
     parser.add_argument("--out", type=Path, default=OUT, help="where the results go (default docs/benchmarks)")
     parser.add_argument("--repeats", type=int, default=0, help="repeats of the whole comparison (default 3; "
@@ -279,6 +378,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.load_only:
         load_test(args.port, out=args.out)
+        return
+    if args.steady:
+        steady(args.port, [8, 16, 32], args.steady_seconds, 10.0, args.repeats or 2, out=args.out)
         return
     counts = [1, 4, 8] if args.quick else [1, 4, 8, 16, 32]
     max_tokens = 24 if args.quick else 48
