@@ -45,12 +45,13 @@ def test_concurrent_sessions_each_equal_the_target_alone(loaded):
         except BaseException as e:
             errors.append(e)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(cases))]
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(cases))]
     try:
         for t in threads:
             t.start()
         for t in threads:
-            t.join()
+            t.join(300)  # a session left waiting fails the test instead of hanging the suite
+        assert not any(t.is_alive() for t in threads), "a session never finished"
         assert not errors
         for i, (prompt, _, _, params, seed) in enumerate(cases):
             want = (target_alone(target, prompt, N) if params.greedy

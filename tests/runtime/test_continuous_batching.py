@@ -1,5 +1,6 @@
 """Continuous batching on a real (tiny, float64) model: a packed pass equals each sequence run alone, concurrent
-callers get what they would get alone, long prefills are chunked, and a failed pass changes no sequence."""
+callers get what they would get alone, long prefills are chunked, a failed pass changes no sequence, calls may
+finish out of queue order, and a failing worker fails every call instead of leaving one waiting."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import threading
 import pytest
 import torch
 
-from dsd_runtime.common.batching import BatchingLM
+from dsd_runtime.common.batching import BatcherStopped, BatchingLM
 from dsd_runtime.common.lm import CausalLM, ForwardItem, head_rows
+from tests.support.waiting import wait_for
 
 
 def _full_logits(lm, ids: list[int]) -> torch.Tensor:
@@ -97,6 +99,81 @@ def test_a_failed_pass_leaves_every_sequence_as_it_was(loaded):
         batcher.close()
     assert seq.length == 3
     assert torch.allclose(lm.forward(seq, [4], 1).double(), _full_logits(lm, [1, 2, 3, 4])[-1:], atol=1e-10)
+
+
+def _in_threads(*calls) -> list:
+    """Runs each call on its own thread; their results, or fails if one is still waiting after 60 s."""
+    results: list = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except BaseException as e:  # handed to the test
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a call was never answered"
+    return results
+
+
+def test_a_call_that_finishes_before_an_earlier_chunked_one_is_answered(loaded):
+    """A short call packed behind the chunk of a long one finishes first and leaves the queue out of order (the
+    removal compared calls by value, hence their KV tensors, and killed the worker: CI hung on it)."""
+    lm = loaded["target"].lm
+    batcher = BatchingLM(lm, max_batch_tokens=16)
+    long_seq, short_seq, blocker = batcher.new_sequence(), batcher.new_sequence(), batcher.new_sequence()
+    batcher.forward(long_seq, [1, 2, 3], keep_last=1)  # both hold KV in every layer, as live sessions do
+    batcher.forward(short_seq, [4, 5], keep_last=1)
+    gate, entered = threading.Event(), threading.Event()
+    real = lm.forward_many
+
+    def first_pass_waits(items):
+        if not entered.is_set():
+            entered.set()
+            gate.wait(30)
+        return real(items)
+
+    long_window = list(range(20, 37))  # 17 tokens keeping the last 8: a chunk of 9, then 8 (budget 16)
+    lm.forward_many = first_pass_waits
+    try:
+        def queue_both_then_open() -> None:
+            assert entered.wait(30)
+            wait_for(lambda: len(batcher._queue) == 3, 30, "both calls queued behind the held pass", 0.01)
+            gate.set()
+
+        held, long_logits, short_logits, _ = _in_threads(
+            lambda: batcher.forward(blocker, [9], keep_last=1),
+            lambda: (entered.wait(30), batcher.forward(long_seq, long_window, keep_last=8))[1],
+            lambda: (wait_for(lambda: len(batcher._queue) == 2, 30, "the long call queued", 0.01),
+                     batcher.forward(short_seq, [6], keep_last=1))[1],
+            queue_both_then_open)
+    finally:
+        del lm.forward_many
+        batcher.close()
+    for got in (held, long_logits, short_logits):
+        assert isinstance(got, torch.Tensor), got
+    assert torch.allclose(long_logits.double(), _full_logits(lm, [1, 2, 3, *long_window])[-8:], atol=1e-10)
+    assert torch.allclose(short_logits.double(), _full_logits(lm, [4, 5, 6])[-1:], atol=1e-10)
+
+
+def test_a_failing_worker_fails_every_waiting_and_later_call(loaded):
+    failures: list[BaseException] = []
+
+    def observer_bug(_seqs, _tokens, _s):
+        raise KeyError("observer bug")
+
+    batcher = BatchingLM(loaded["target"].lm, on_pass=observer_bug, on_failure=failures.append)
+    with pytest.raises(BatcherStopped, match="internal error: KeyError") as err:
+        batcher.forward(batcher.new_sequence(), [1, 2], keep_last=1)
+    assert isinstance(err.value.__cause__, KeyError)
+    assert [type(f) for f in failures] == [KeyError]
+    assert isinstance(batcher.failure, KeyError)
+    with pytest.raises(BatcherStopped, match="observer bug"):  # refused at once, never queued
+        batcher.forward(batcher.new_sequence(), [3], keep_last=1)
 
 
 @pytest.mark.parametrize(("rows", "dtype", "device", "padded"), [

@@ -57,8 +57,11 @@ def create_app(engine: DraftEngine, max_body_bytes: int = errors.MAX_BODY_BYTES,
     api = _Api(engine)
 
     @app.get("/healthz", response_class=PlainTextResponse)
-    async def healthz() -> str:
-        return "ok"
+    async def healthz() -> Response:
+        if engine.batcher is not None and engine.batcher.failure is not None:  # fail-stop: a restart heals it
+            return PlainTextResponse(f"unhealthy: the draft model's batcher failed ({engine.batcher.failure!r})",
+                                     status_code=503)
+        return PlainTextResponse("ok")
 
     @app.get("/readyz", response_class=PlainTextResponse)
     async def readyz() -> Response:

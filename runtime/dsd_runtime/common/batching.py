@@ -9,10 +9,15 @@ Sessions whose step just finished come back within a moment (a decode stream sen
 the next): a pass waits up to `gather_s` (and at most a fifth of the last pass) for those of the previous
 pass, so they stay in step instead of drifting into passes of one. `max_batch_sequences=1` serialises the
 calls (one session per pass), the behaviour before batching, kept for comparisons.
+
+The worker is fail-stop: an error outside the model pass is a bug in this bookkeeping, after which no queue
+state can be trusted, so every waiting and later call fails with `BatcherStopped` (never a caller blocked
+for good) and `on_failure` tells the server, which stops reporting itself healthy.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -25,8 +30,14 @@ from dsd_runtime.common.lm import CausalLM, ForwardItem, KVSequence
 
 PassObserver = Callable[[int, int, float], None]  # (sequences, tokens, seconds) of one pass
 
+log = logging.getLogger(__name__)
 
-@dataclass
+
+class BatcherStopped(RuntimeError):
+    """The batcher was closed, or its worker failed: no call runs any more."""
+
+
+@dataclass(eq=False)  # identity: the queue removes exactly this call (field equality would compare tensors)
 class _Call:
     seq: KVSequence
     token_ids: list[int]
@@ -46,7 +57,8 @@ class BatchingLM:
     """
 
     def __init__(self, lm: CausalLM, max_batch_tokens: int = 1024, max_batch_sequences: int = 64,
-                 on_pass: PassObserver | None = None, gather_s: float = 0.005) -> None:
+                 on_pass: PassObserver | None = None, gather_s: float = 0.005,
+                 on_failure: Callable[[BaseException], None] | None = None) -> None:
         if max_batch_tokens < 1 or max_batch_sequences < 1:
             raise ValueError("max_batch_tokens and max_batch_sequences must be >= 1")
         self.lm = lm
@@ -57,6 +69,8 @@ class BatchingLM:
         self.max_batch_sequences = max_batch_sequences
         self.on_pass = on_pass
         self.gather_s = gather_s
+        self.on_failure = on_failure
+        self.failure: BaseException | None = None  # why the worker stopped, when it failed
         self._previous: set[int] = set()  # sequences of the last pass
         self._last_pass_s = 0.0
         self._queue: deque[_Call] = deque()
@@ -79,7 +93,7 @@ class BatchingLM:
         call = _Call(seq, tokens, keep, seq.length)
         with self._cond:
             if self._closed:
-                raise RuntimeError("the batcher is closed")
+                raise self._stopped()
             self._queue.append(call)
             self._cond.notify()
         call.done.wait()
@@ -130,20 +144,41 @@ class BatchingLM:
             budget -= take
         return batch
 
+    def _stopped(self) -> BatcherStopped:
+        if self.failure is None:
+            return BatcherStopped("the batcher is closed")
+        error = BatcherStopped(f"the batcher stopped after an internal error: {self.failure!r}")
+        error.__cause__ = self.failure
+        return error
+
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as e:  # fail-stop: see the module docstring
+            log.exception("the %s batcher's worker failed; every waiting and later call fails", self.name)
+            with self._cond:
+                self.failure, self._closed = e, True
+                self._fail_queued()
+            if self.on_failure is not None:
+                self.on_failure(e)
+
+    def _serve(self) -> None:
         while True:
             with self._cond:
                 while not self._queue and not self._closed:
                     self._cond.wait()
                 self._gather()
                 if self._closed:
-                    for call in self._queue:
-                        call.error = RuntimeError("the batcher is closed")
-                        call.done.set()
-                    self._queue.clear()
+                    self._fail_queued()
                     return
                 batch = self._take()
             self._run_pass(batch)
+
+    def _fail_queued(self) -> None:  # under the condition's lock
+        for call in self._queue:
+            call.error = self._stopped()
+            call.done.set()
+        self._queue.clear()
 
     def _run_pass(self, batch: list[tuple[_Call, int]]) -> None:
         items = []

@@ -43,7 +43,7 @@ def head_rows(rows: int, dtype: torch.dtype, device: torch.device) -> int:
     return rows + 4 - rows % 4
 
 
-@dataclass
+@dataclass(eq=False)  # a cache is one sequence's state: identity, never compared by its tensors
 class KVSequence:
     """One sequence's KV cache: per layer a key and a value buffer [kv_heads, capacity, head_dim].
 

@@ -264,6 +264,7 @@ class TargetServer:
         self.port = tls_bind(self.server, address, tls)
         if self.port == 0:
             raise OSError(f"cannot bind the target's gRPC server to {address}")
+        self.servicer.batcher.on_failure = self._stop_serving
         self.health_server: grpc.Server | None = None
         self.health_port = 0
         if health_address is not None:
@@ -280,6 +281,12 @@ class TargetServer:
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("target %s serving on port %d", self.servicer.model.name, self.port)
+
+    def _stop_serving(self, error: BaseException) -> None:
+        """The batcher failed (fail-stop): NOT_SERVING, so probes restart this replica and drafts go elsewhere."""
+        log.error("target %s stops serving: its batcher failed (%r)", self.servicer.model.name, error)
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     def stop(self, grace_s: float = 10.0) -> None:
         self.health.enter_graceful_shutdown()
