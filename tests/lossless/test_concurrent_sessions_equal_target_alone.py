@@ -3,8 +3,6 @@ is the target alone's, greedy and seeded sampling, drafted by a model, by prompt
 
 from __future__ import annotations
 
-import threading
-
 from dsd_runtime.draft.client import TargetClient
 from dsd_runtime.draft.drafting import DraftingState
 from dsd_runtime.draft.speculating import GenerationRequest, Speculator
@@ -13,6 +11,7 @@ from dsd_spec.sampling import SamplingParams
 from tests.lossless.test_greedy_equals_target_alone import PROMPTS, target_alone
 from tests.lossless.test_seeded_sampling_is_window_invariant import target_alone_sampled
 from tests.support.runtime_fixtures import start_target
+from tests.support.threads import results
 
 SAMPLED = SamplingParams(temperature=0.8, top_p=0.9)
 N = 24
@@ -29,30 +28,17 @@ def test_concurrent_sessions_each_equal_the_target_alone(loaded):
         draft, proposer = [("partial", "model"), (None, "lookup"), (None, "none"), ("same", "model")][i % 4]
         params, seed = (SAMPLED, 100 + i) if i % 3 == 0 else (SamplingParams(), 0)
         cases.append((tok(text)["input_ids"], draft, proposer, params, seed))
-    outputs: dict[int, list[int]] = {}
-    errors: list[BaseException] = []
-    start = threading.Barrier(len(cases))
 
-    def run(i: int) -> None:
+    def run(i: int) -> list[int]:
         prompt, draft, proposer, params, seed = cases[i]
         model = loaded[draft].lm if draft else None
         spec = Speculator(model, client, WindowController(WindowConfig(gamma=3, proposer=proposer),
                                                           has_model=model is not None),
                           drafting=DraftingState(), max_context=512)
-        start.wait()
-        try:
-            outputs[i] = list(spec.generate(GenerationRequest(prompt, N, params, seed=seed)))
-        except BaseException as e:
-            errors.append(e)
+        return list(spec.generate(GenerationRequest(prompt, N, params, seed=seed)))
 
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(cases))]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(300)  # a session left waiting fails the test instead of hanging the suite
-        assert not any(t.is_alive() for t in threads), "a session never finished"
-        assert not errors
+        outputs = results([lambda i=i: run(i) for i in range(len(cases))])
         for i, (prompt, _, _, params, seed) in enumerate(cases):
             want = (target_alone(target, prompt, N) if params.greedy
                     else target_alone_sampled(target, prompt, N, params, seed))

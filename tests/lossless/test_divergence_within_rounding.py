@@ -4,8 +4,6 @@ whose two best logits were within the dtype's rounding; `first_divergence` tells
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
 
@@ -18,6 +16,7 @@ from dsd_runtime.draft.speculating import GenerationRequest, Speculator
 from dsd_runtime.draft.windowing import WindowConfig, WindowController
 from tests.lossless.test_greedy_equals_target_alone import PROMPTS, target_alone
 from tests.support.runtime_fixtures import start_target
+from tests.support.threads import results
 
 N = 20
 
@@ -76,23 +75,15 @@ def test_concurrent_bfloat16_sessions_equal_the_bfloat16_target_alone_up_to_roun
     server = start_target(bf16_target, max_batch_tokens=64)
     client = TargetClient(f"127.0.0.1:{server.port}")
     prompts = [bf16_target.tokenizer(p)["input_ids"] for p in PROMPTS]
-    outputs: dict[int, list[int]] = {}
-    start = threading.Barrier(len(prompts))
 
-    def run(i: int) -> None:
+    def run(i: int) -> list[int]:
         proposer = ["lookup", "none"][i % 2]
         spec = Speculator(None, client, WindowController(WindowConfig(gamma=3, proposer=proposer), has_model=False),
                           drafting=DraftingState(), max_context=512)
-        start.wait()
-        outputs[i] = list(spec.generate(GenerationRequest(prompts[i], N)))
+        return list(spec.generate(GenerationRequest(prompts[i], N)))
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert len(outputs) == len(prompts)
+        outputs = results([lambda i=i: run(i) for i in range(len(prompts))])
         for i, prompt in enumerate(prompts):
             want = target_alone(bf16_target, prompt, N)
             d = first_divergence(bf16_target.lm.model, prompt, want, outputs[i])

@@ -12,6 +12,7 @@ import torch
 
 from dsd_runtime.common.batching import BatcherStopped, BatchingLM
 from dsd_runtime.common.lm import CausalLM, ForwardItem, head_rows
+from tests.support.threads import outcomes, results
 from tests.support.waiting import wait_for
 
 
@@ -57,21 +58,12 @@ def test_concurrent_callers_get_what_they_would_get_alone(loaded, max_batch_toke
     batcher = BatchingLM(lm, max_batch_tokens, on_pass=lambda seqs, toks, _s: passes.append((seqs, toks)))
     gen = torch.Generator().manual_seed(1)
     prompts = [torch.randint(0, 256, (n,), generator=gen).tolist() for n in (5, 17, 9, 30, 2, 12)]
-    results: dict[int, list[int]] = {}
-    start = threading.Barrier(len(prompts))
-
-    def run(i: int) -> None:
-        start.wait()
-        results[i] = _decode(batcher, prompts[i], 20)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    batcher.close()
-    for i, p in enumerate(prompts):
-        assert results[i] == lm.greedy(p, 20)
+    try:
+        decoded = results([lambda p=p: _decode(batcher, p, 20) for p in prompts])
+    finally:
+        batcher.close()
+    for p, got in zip(prompts, decoded, strict=True):
+        assert got == lm.greedy(p, 20)
     assert max(s for s, _ in passes) > 1  # passes were shared
     assert max(t for _, t in passes) <= max_batch_tokens
 
@@ -101,25 +93,6 @@ def test_a_failed_pass_leaves_every_sequence_as_it_was(loaded):
     assert torch.allclose(lm.forward(seq, [4], 1).double(), _full_logits(lm, [1, 2, 3, 4])[-1:], atol=1e-10)
 
 
-def _in_threads(*calls) -> list:
-    """Runs each call on its own thread; their results, or fails if one is still waiting after 60 s."""
-    results: list = [None] * len(calls)
-
-    def run(i: int) -> None:
-        try:
-            results[i] = calls[i]()
-        except BaseException as e:  # handed to the test
-            results[i] = e
-
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads), "a call was never answered"
-    return results
-
-
 def test_a_call_that_finishes_before_an_earlier_chunked_one_is_answered(loaded):
     """A short call packed behind the chunk of a long one finishes first and leaves the queue out of order (the
     removal compared calls by value, hence their KV tensors, and killed the worker: CI hung on it)."""
@@ -145,12 +118,12 @@ def test_a_call_that_finishes_before_an_earlier_chunked_one_is_answered(loaded):
             wait_for(lambda: len(batcher._queue) == 3, 30, "both calls queued behind the held pass", 0.01)
             gate.set()
 
-        held, long_logits, short_logits, _ = _in_threads(
+        held, long_logits, short_logits, _ = outcomes([
             lambda: batcher.forward(blocker, [9], keep_last=1),
             lambda: (entered.wait(30), batcher.forward(long_seq, long_window, keep_last=8))[1],
             lambda: (wait_for(lambda: len(batcher._queue) == 2, 30, "the long call queued", 0.01),
                      batcher.forward(short_seq, [6], keep_last=1))[1],
-            queue_both_then_open)
+            queue_both_then_open], timeout_s=60)
     finally:
         del lm.forward_many
         batcher.close()

@@ -153,7 +153,7 @@ def test_rotating_every_certificate_under_traffic_loses_no_request(loaded, tls_t
                 rounds_after += rotated.is_set()
 
     before = _served_serial(tls_target.port, pki)
-    worker = threading.Thread(target=traffic)
+    worker = threading.Thread(target=traffic, daemon=True)
     worker.start()
     wait_for(lambda: len(results) >= 2 or bool(errors), 60, "traffic before the rotation")
     issue(pki)  # same CA, fresh target/draft/client leaves, each file replaced atomically
@@ -161,6 +161,7 @@ def test_rotating_every_certificate_under_traffic_loses_no_request(loaded, tls_t
     rotated.set()
     worker.join(120)
     client.close()
+    assert not worker.is_alive(), "the traffic never finished"
     assert not errors, errors
     assert results and all(results), "every request before, during and after the rotation is exact"
     assert _served_serial(tls_target.port, pki) != before, "new handshakes present the new certificate"

@@ -4,7 +4,6 @@ sent to the drafts in every VerifyResponse of a real gRPC target."""
 from __future__ import annotations
 
 import random
-import threading
 import time
 
 import grpc
@@ -13,6 +12,7 @@ import pytest
 from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
 from dsd_runtime.target.pricing import PositionPricing
 from tests.support.runtime_fixtures import start_target
+from tests.support.threads import results
 
 
 def _passes(pricing: PositionPricing, sessions: int, n: int, slope_s: float, seed: int = 0) -> None:
@@ -73,28 +73,21 @@ def compute_bound(loaded):
 
 
 def _rounds(port: int, sessions: int, rounds: int) -> list[float]:
-    """`sessions` callers each verifying windows of 1..5 tokens, round after round; the prices they were told."""
-    prices: list[float] = []
-    lock = threading.Lock()
-    start = threading.Barrier(sessions)
+    """`sessions` callers each verifying windows of 1..5 tokens, round after round; the prices they were told,
+    session after session."""
 
-    def run(i: int) -> None:
+    def run(i: int) -> list[float]:
+        prices = []
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = dsd_pb2_grpc.TargetStub(channel)
-            start.wait()
             for r in range(rounds):
                 window = [5 + (i + r) % 7 for _ in range(1 + (i + r) % 5)]
                 response = stub.Verify(dsd_pb2.VerifyRequest(session_id=f"s{i}", committed_len=3, context=[1, 2, 3],
                                                              draft_tokens=window), timeout=30)
-                with lock:
-                    prices.append(response.position_price_seconds)
+                prices.append(response.position_price_seconds)
+        return prices
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(sessions)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return prices
+    return [price for session in results([lambda i=i: run(i) for i in range(sessions)]) for price in session]
 
 
 def test_a_shared_target_tells_its_drafts_what_a_position_costs_the_others(loaded, compute_bound):

@@ -193,7 +193,7 @@ def test_renewing_the_certificates_under_traffic_loses_no_request(deployed: Dsd,
                     except openai.APIError as e:
                         failures.append(e)
 
-        worker = threading.Thread(target=traffic)
+        worker = threading.Thread(target=traffic, daemon=True)
         worker.start()
         try:
             _kubectl(deployed.cluster, "annotate", "-n", deployed.namespace, f"dsd/{NAME}",
@@ -207,6 +207,7 @@ def test_renewing_the_certificates_under_traffic_loses_no_request(deployed: Dsd,
         finally:
             done.set()
             worker.join(300)
+    assert not worker.is_alive(), "the traffic never finished"
     assert not failures, failures
     assert results and all(results), "every request before, during and after the renewal is the target's output"
     assert _pods_and_restarts(deployed) == pods, "nothing restarted or rolled out"
@@ -290,7 +291,7 @@ def test_killing_the_target_mid_generation_fails_cleanly_or_completes(deployed: 
             finally:
                 first_chunk.set()
 
-        worker = threading.Thread(target=generate)
+        worker = threading.Thread(target=generate, daemon=True)
         worker.start()
         assert first_chunk.wait(300)
         subprocess.run(["ctr", "--address", str(node.containerd_socket), "-n", "k8s.io", "tasks", "kill", "-s",
