@@ -102,10 +102,21 @@ class BatchingLM:
         assert call.logits is not None
         return call.logits
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Stops the worker once the pass it is running ends (queued calls fail with BatcherStopped) and waits
+        for it to exit. Why wait: a worker still running when the interpreter finalises frees its last pass's
+        tensors there, torch releases the GIL to do it, and a daemon thread that asks for the GIL back during
+        finalisation is ended by a forced unwind that aborts the process (`dsd generate` exited with SIGABRT)."""
         with self._cond:
             self._closed = True
             self._cond.notify()
+        if threading.current_thread() is not self._worker:
+            self._worker.join(timeout_s)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the worker has exited (after `close()`, or a failure)."""
+        return not self._worker.is_alive()
 
     def _gather(self) -> None:
         """Waits (briefly) until every sequence of the previous pass is queued again, or the budget is full."""
