@@ -133,43 +133,34 @@ def test_a_call_that_finishes_before_an_earlier_chunked_one_is_answered(loaded):
     assert torch.allclose(short_logits.double(), _full_logits(lm, [4, 5, 6])[-1:], atol=1e-10)
 
 
-def test_close_lets_the_running_pass_finish_and_waits_for_the_worker(loaded):
+def test_close_waits_for_the_worker(loaded):
     """A worker left running after close() frees its last pass's tensors while the interpreter finalises, which
     aborted `dsd generate` at exit (SIGABRT, "terminate called without an active exception")."""
-    lm = loaded["target"].lm
-    batcher = BatchingLM(lm)
+    batcher = BatchingLM(loaded["target"].lm)
     batcher.forward(batcher.new_sequence(), [1, 2, 3], keep_last=1)
     batcher.close()
     assert batcher.stopped
     with pytest.raises(BatcherStopped):
         batcher.forward(batcher.new_sequence(), [1], keep_last=1)
 
+
+def test_close_lets_the_running_pass_finish_first(loaded, held_model):
+    lm = loaded["target"].lm
     batcher = BatchingLM(lm)
-    gate, entered = threading.Event(), threading.Event()
-    real = lm.forward_many
+    gate, entered = held_model
 
-    def held_pass(items):
-        entered.set()
-        gate.wait(30)
-        return real(items)
-
-    lm.forward_many = held_pass
-    try:
-        def close_while_the_pass_runs() -> bool:
-            assert entered.wait(30)
-            closer = threading.Thread(target=batcher.close, daemon=True)
-            closer.start()
-            closer.join(0.2)
-            waited = closer.is_alive()  # close() is still waiting for the held pass
-            gate.set()
-            closer.join(30)
-            return waited and not closer.is_alive()
-
-        logits, waited = results([lambda: batcher.forward(batcher.new_sequence(), [4, 5], keep_last=1),
-                                  close_while_the_pass_runs], timeout_s=60)
-    finally:
-        del lm.forward_many
+    def close_while_the_pass_runs() -> bool:
+        assert entered.wait(30)
+        closer = threading.Thread(target=batcher.close, daemon=True)
+        closer.start()
+        closer.join(0.2)
+        waited = closer.is_alive()  # close() is still waiting for the held pass
         gate.set()
+        closer.join(30)
+        return waited and not closer.is_alive()
+
+    logits, waited = results([lambda: batcher.forward(batcher.new_sequence(), [4, 5], keep_last=1),
+                              close_while_the_pass_runs], timeout_s=60)
     assert waited
     assert batcher.stopped
     assert torch.allclose(logits.double(), _full_logits(lm, [4, 5])[-1:], atol=1e-10)

@@ -3,7 +3,6 @@ health checks, Info and CloseSession still answer (they never wait behind model 
 
 from __future__ import annotations
 
-import threading
 import time
 
 import grpc
@@ -13,24 +12,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from dsd_runtime.common.proto import dsd_pb2, dsd_pb2_grpc
 from tests.support.runtime_fixtures import start_target
 from tests.support.waiting import wait_for
-
-
-@pytest.fixture
-def held_model(loaded):
-    """The target's forward passes wait at a gate until the test opens it: the model is 'busy'."""
-    lm = loaded["target"].lm
-    gate, entered = threading.Event(), threading.Event()
-    real = lm.forward_many
-
-    def gated(items):
-        entered.set()
-        gate.wait(30)
-        return real(items)
-
-    lm.forward_many = gated
-    yield gate, entered
-    gate.set()
-    del lm.forward_many
 
 
 def _verify(stub, sid: str, timeout: float = 30):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,3 +45,21 @@ def target_server(loaded: dict[str, models.LoadedModel]) -> Iterator[TargetServe
     server = start_target(loaded["target"])
     yield server
     server.stop(0)
+
+
+@pytest.fixture
+def held_model(loaded):
+    """The target's forward passes wait at a gate until the test opens it: the model is 'busy'."""
+    lm = loaded["target"].lm
+    gate, entered = threading.Event(), threading.Event()
+    real = lm.forward_many
+
+    def gated(items):
+        entered.set()
+        gate.wait(30)
+        return real(items)
+
+    lm.forward_many = gated
+    yield gate, entered
+    gate.set()
+    del lm.forward_many
