@@ -151,18 +151,18 @@ def test_close_lets_the_running_pass_finish_first(loaded, held_model):
 
     def close_while_the_pass_runs() -> bool:
         assert entered.wait(30)
-        closer = threading.Thread(target=batcher.close, daemon=True)
-        closer.start()
-        closer.join(0.2)
-        waited = closer.is_alive()  # close() is still waiting for the held pass
-        gate.set()
+        stopped_on_return: list[bool] = []
+        closer = threading.Thread(target=lambda: (batcher.close(), stopped_on_return.append(batcher.stopped)),
+                                  daemon=True)
+        closer.start()  # close() is called while the pass is held ...
+        gate.set()  # ... and may return only once that pass has ended and the worker has exited
         closer.join(30)
-        return waited and not closer.is_alive()
+        return stopped_on_return == [True]
 
-    logits, waited = results([lambda: batcher.forward(batcher.new_sequence(), [4, 5], keep_last=1),
-                              close_while_the_pass_runs], timeout_s=60)
-    assert waited
-    assert batcher.stopped
+    logits, stopped_when_close_returned = results(
+        [lambda: batcher.forward(batcher.new_sequence(), [4, 5], keep_last=1), close_while_the_pass_runs],
+        timeout_s=60)
+    assert stopped_when_close_returned
     assert torch.allclose(logits.double(), _full_logits(lm, [4, 5])[-1:], atol=1e-10)
 
 

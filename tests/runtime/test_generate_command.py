@@ -2,7 +2,7 @@
 
 With SmolLM2 its exit used to abort (SIGABRT, "terminate called without an active exception") in 4 of 6 runs:
 the target's batcher worker outlived the command and freed tensors while the interpreter finalised. The tiny
-models here rarely hit that race; test_continuous_batching's close test is the deterministic check.
+models here rarely hit that race; test_continuous_batching's close tests are the deterministic check.
 """
 
 from __future__ import annotations

@@ -112,6 +112,8 @@ class BatchingLM:
             self._cond.notify()
         if threading.current_thread() is not self._worker:
             self._worker.join(timeout_s)
+            if self._worker.is_alive():
+                log.warning("the %s batcher's worker is still in a pass %.0f s after close()", self.name, timeout_s)
 
     @property
     def stopped(self) -> bool:
