@@ -154,8 +154,11 @@ def test_close_lets_the_running_pass_finish_first(loaded, held_model):
         stopped_on_return: list[bool] = []
         closer = threading.Thread(target=lambda: (batcher.close(), stopped_on_return.append(batcher.stopped)),
                                   daemon=True)
-        closer.start()  # close() is called while the pass is held ...
-        gate.set()  # ... and may return only once that pass has ended and the worker has exited
+        closer.start()
+        wait_for(lambda: batcher.closed, 30, "close() to begin while the pass is held")
+        if batcher.stopped:  # the worker must still be in its held pass
+            return False
+        gate.set()  # close() may return only once that pass has ended and the worker has exited
         closer.join(30)
         return stopped_on_return == [True]
 

@@ -116,6 +116,11 @@ class BatchingLM:
                 log.warning("the %s batcher's worker is still in a pass %.0f s after close()", self.name, timeout_s)
 
     @property
+    def closed(self) -> bool:
+        """Whether the batcher refuses new calls: `close()` has begun, or the worker failed."""
+        return self._closed
+
+    @property
     def stopped(self) -> bool:
         """Whether the worker has exited (after `close()`, or a failure)."""
         return not self._worker.is_alive()
