@@ -244,8 +244,8 @@ def distill(
     target_model: str = typer.Option(SMOLLM2_TARGET, help="Target to distill a draft for."),
     out: Path | None = typer.Option(None, help="Output directory (default: the cache used by smollm2-135m-draft)."),
     layers: int = typer.Option(2, help="Decoder layers of the draft (copied from the target, then trained)."),
-    minutes: float = typer.Option(4.0, help="Training time budget on CPU (the target's generations come first)."),
-    prompts: int = typer.Option(640, help="Chat prompts the target answers for the training set (generated once, "
+    minutes: float = typer.Option(8.0, help="Training time budget on CPU (the target's generations come first)."),
+    prompts: int = typer.Option(1400, help="Chat prompts the target answers for the training set (generated once, "
                                 "cached)."),
     head_tokens: int = typer.Option(8192, help="Vocabulary of the draft's head: the most frequent answer tokens."),
     force: bool = typer.Option(False, help="Retrain even if a cached draft exists."),

@@ -11,6 +11,7 @@ the embedding stays frozen. The result shares the target's tokenizer by construc
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import shutil
@@ -77,6 +78,43 @@ TEMPLATES = [
     "Compare {t} with something similar.", "Write a product description inspired by {t}.",
     "What would a teacher say about {t}?", "Write a haiku about {t}.", "Explain {t} to a busy executive.",
 ]
+# The topic templates above are about a subject ("What is {t}?"); chat is as often a task or a piece of writing.
+# Two more families give the draft the target's style there: how-to questions over everyday activities, and
+# short writing over occasions and objects. EVAL_PROMPTS and the benchmarks' prompts use none of these subjects.
+ACTIVITIES = [
+    "change a light bulb", "paint a bedroom wall", "clean a cast-iron pan", "write a cover letter",
+    "start a vegetable compost bin", "sharpen a kitchen knife", "learn to juggle", "tie a tie",
+    "make a budget for a month", "pack a suitcase for a flight", "back up a laptop", "iron a shirt",
+    "train a puppy to sit", "bake banana bread", "prepare for a driving test", "set up a home Wi-Fi network",
+    "remove a coffee stain", "write a speech for a retirement party", "organise a bookshelf", "make fresh pasta",
+    "care for a sourdough starter", "choose a good watermelon", "start journaling", "hang a picture frame",
+    "unclog a kitchen sink", "plan a road trip", "learn to swim as an adult", "make a paper airplane",
+    "fall asleep faster", "negotiate a salary", "clean a computer keyboard", "grow tomatoes on a balcony",
+    "study for a maths exam", "make a smoothie", "wash a wool sweater", "build a birdhouse",
+    "write a short story", "teach a child to ride a scooter", "keep a conversation going", "defrost a freezer",
+]
+HOWTO_TEMPLATES = [
+    "How do I {a}?", "What is the best way to {a}?", "Give me step-by-step instructions to {a}.",
+    "What mistakes should I avoid when I {a}?", "I want to {a}. Where do I start?",
+    "What do I need to {a}?", "How long does it take to {a}?", "Explain to a beginner how to {a}.",
+    "Give me three tips to {a}.", "My friend wants to {a}. What advice would you give?",
+]
+OCCASIONS = [
+    "a new neighbour", "a colleague who is leaving", "a school reunion", "a lost umbrella", "a broken washing "
+    "machine", "a surprise gift", "a late train", "a family picnic", "a first day at a new job", "a charity run",
+    "a book club meeting", "a delayed parcel", "a rented flat", "a grandmother's birthday", "an old bicycle",
+    "a science fair", "a concert ticket", "a noisy upstairs neighbour", "a cancelled flight", "a team victory",
+    "a garage sale", "a new coffee machine", "a graduation", "a missed phone call", "a winter holiday",
+    "a job application", "a lost dog", "a cooking class", "a museum visit", "a thank-you dinner",
+    "a group project", "a hotel stay", "a power cut", "a library card", "a piano recital", "a camping weekend",
+]
+WRITING_TEMPLATES = [
+    "Write a short email about {o}.", "Write a friendly text message about {o}.",
+    "Write a two-sentence story about {o}.", "Write a short complaint letter about {o}.",
+    "Write an announcement about {o}.", "Write a diary entry about {o}.", "Write a short speech about {o}.",
+    "Write a social media post about {o}.", "Write a note to a friend about {o}.",
+    "Write three questions someone might ask about {o}.",
+]
 # Unseen at training time: other subjects and phrasings, the distribution alpha_1 is reported on.
 EVAL_PROMPTS = [
     "How do I fix a flat tyre on a car?", "What makes a good cup of espresso?", "Plan a birthday party for a "
@@ -92,11 +130,16 @@ EVAL_PROMPTS = [
 
 
 def training_prompts(count: int, seed: int) -> list[str]:
-    """`count` distinct chat prompts: the hand-written ones, then templated ones in a seeded order."""
+    """`count` distinct chat prompts: the hand-written ones, then the three templated families taken in turn,
+    each in a seeded order."""
     rng = random.Random(seed)
-    templated = [tpl.format(t=topic) for topic in TOPICS + MORE_TOPICS for tpl in TEMPLATES]
-    rng.shuffle(templated)
-    return (PROMPTS + templated)[:count]
+    families = [[tpl.format(t=topic) for topic in TOPICS + MORE_TOPICS for tpl in TEMPLATES],
+                [tpl.format(a=activity) for activity in ACTIVITIES for tpl in HOWTO_TEMPLATES],
+                [tpl.format(o=occasion) for occasion in OCCASIONS for tpl in WRITING_TEMPLATES]]
+    for family in families:
+        rng.shuffle(family)
+    in_turn = [p for group in itertools.zip_longest(*families) for p in group if p is not None]
+    return (PROMPTS + in_turn)[:count]
 
 
 @dataclass(frozen=True)
@@ -159,18 +202,23 @@ def _soft_labels(target: models.LoadedModel, data: list[tuple[list[int], int]], 
 
 def _cached_examples(target: models.LoadedModel, target_ref: str, prompts: list[str], max_new: int, k: int,
                      progress: Progress) -> list[Example]:
-    """The target's generations and soft labels are the slow part (minutes): cached, so a retrain reuses them."""
-    key = hashlib.sha256(json.dumps([target_ref, prompts, max_new, k]).encode()).hexdigest()[:16]
+    """The target's generations and soft labels are the slow part (~6 minutes per 640 prompts on 2 cores): cached
+    per prompt, so a retrain reuses them and a run with more prompts generates only the new ones."""
+    key = hashlib.sha256(json.dumps([target_ref, max_new, k]).encode()).hexdigest()[:16]
     path = models.models_cache() / "distill-data" / f"{key}.pt"
-    if path.exists():
-        return [Example(**e) for e in torch.load(path)]
-    data = [d for d in _generate(target, prompts, max_new, 16, progress) if len(d[0]) > d[1] + 1]
-    examples = _soft_labels(target, data, k)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save([e.__dict__ for e in examples], tmp)
-    tmp.replace(path)
-    return examples
+    cached: dict[str, dict | None] = torch.load(path) if path.exists() else {}
+    missing = list(dict.fromkeys(p for p in prompts if p not in cached))
+    if missing:
+        generated = _generate(target, missing, max_new, 16, progress)
+        cached.update(dict.fromkeys(missing))  # an empty answer teaches nothing: kept as None, not asked again
+        usable = [(p, d) for p, d in zip(missing, generated, strict=True) if len(d[0]) > d[1] + 1]
+        for (prompt, _), example in zip(usable, _soft_labels(target, [d for _, d in usable], k), strict=True):
+            cached[prompt] = example.__dict__
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(cached, tmp)
+        tmp.replace(path)
+    return [Example(**e) for e in (cached[p] for p in prompts) if e is not None]
 
 
 def frequent_tokens(answers: list[list[int]], vocab_size: int, size: int, always: list[int]) -> torch.Tensor:
@@ -300,15 +348,18 @@ def cost_ratio(draft: lm.CausalLM, target: lm.CausalLM, context: int = 200, step
     return step_s(draft) / step_s(target)
 
 
-def distill(target_ref: str, out_dir: Path, num_layers: int = 2, train_minutes: float = 4.0,
-            max_new_tokens: int = 80, num_prompts: int = 640, batch_size: int = 8, seed: int = 0,
+def distill(target_ref: str, out_dir: Path, num_layers: int = 2, train_minutes: float = 8.0,
+            max_new_tokens: int = 80, num_prompts: int = 1400, batch_size: int = 8, seed: int = 0,
             head_tokens: int = 8192, top_k: int = 16, eval_every_minutes: float = 1.0,
-            progress: Progress = lambda stage, detail, fraction: None) -> DistillResult:
+            progress: Progress = lambda stage, detail, fraction: None,
+            prompts: list[str] | None = None) -> DistillResult:
+    """Trains and saves the draft. `prompts` replaces `training_prompts(num_prompts, seed)` (the benchmark of
+    training sets, bench/distill_prompts_bench.py)."""
     start = time.perf_counter()
     torch.manual_seed(seed)
     rng = random.Random(seed)
     target = models.load(target_ref)
-    prompts = training_prompts(num_prompts, seed)
+    prompts = list(training_prompts(num_prompts, seed) if prompts is None else prompts)
     rng.shuffle(prompts)
     data = _cached_examples(target, target_ref, prompts, max_new_tokens, top_k, progress)
     unseen = _cached_examples(target, target_ref, EVAL_PROMPTS, max_new_tokens, top_k, progress)

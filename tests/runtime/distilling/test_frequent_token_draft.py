@@ -72,3 +72,21 @@ def test_distill_trains_a_draft_that_loads_with_its_head_and_reports_its_curve(t
                        max_new_tokens=12, num_prompts=24, batch_size=4, head_tokens=64, top_k=4,
                        progress=lambda *p: progress.append(p))
     assert {stage for stage, _, _ in progress} == {"training"}
+    # More prompts: only the new ones are generated.
+    progress.clear()
+    distilling.distill(str(tiny_models["target"]), tmp_path / "more", num_layers=1, train_minutes=0.01,
+                       max_new_tokens=12, num_prompts=30, batch_size=4, head_tokens=64, top_k=4,
+                       progress=lambda *p: progress.append(p))
+    assert [detail for stage, detail, _ in progress if stage == "target generations"][-1] == "6/6"
+
+
+def test_the_training_prompts_take_every_family_in_turn_and_none_is_an_evaluation_prompt():
+    prompts = distilling.training_prompts(1400, seed=0)
+    assert len(set(prompts)) == 1400 and not set(prompts) & set(distilling.EVAL_PROMPTS)
+    assert prompts[:len(distilling.PROMPTS)] == distilling.PROMPTS
+    first_turns = prompts[len(distilling.PROMPTS):][:30]
+    how_to = {t.format(a=a) for a in distilling.ACTIVITIES for t in distilling.HOWTO_TEMPLATES}
+    writing = {t.format(o=o) for o in distilling.OCCASIONS for t in distilling.WRITING_TEMPLATES}
+    topics = {t.format(t=topic) for topic in distilling.TOPICS + distilling.MORE_TOPICS for t in distilling.TEMPLATES}
+    assert [sum(p in family for p in first_turns) for family in (topics, how_to, writing)] == [10, 10, 10]
+    assert how_to | writing <= set(prompts)  # 1400 = the hand-written, 592 topic prompts and every other one
