@@ -30,10 +30,10 @@ OUT = REPO / "docs" / "benchmarks"
 
 
 def training_sets() -> dict[str, list[str]]:
-    hand_written = distilling.PROMPTS
-    topics = {t.format(t=topic) for topic in distilling.TOPICS + distilling.MORE_TOPICS for t in distilling.TEMPLATES}
-    in_turn = distilling.training_prompts(10**6, seed=0)[len(hand_written):]
-    return {"640 topic prompts": (hand_written + [p for p in in_turn if p in topics])[:640],
+    """The default's subject prompts keep their seeded order, so the topic-only set is the set before the change."""
+    subject = set(distilling.prompt_families()["subject"])
+    in_seeded_order = distilling.training_prompts(10**6, seed=0)
+    return {"640 topic prompts": [p for p in in_seeded_order if p in subject or p in distilling.PROMPTS][:640],
             "640 from all families": distilling.training_prompts(640, seed=0),
             "1400 from all families (default)": distilling.training_prompts(1400, seed=0)}
 

@@ -129,13 +129,18 @@ EVAL_PROMPTS = [
 ]
 
 
+def prompt_families() -> dict[str, list[str]]:
+    """The templated training prompts by family, in template order."""
+    return {"subject": [tpl.format(t=topic) for topic in TOPICS + MORE_TOPICS for tpl in TEMPLATES],
+            "how-to": [tpl.format(a=activity) for activity in ACTIVITIES for tpl in HOWTO_TEMPLATES],
+            "writing": [tpl.format(o=occasion) for occasion in OCCASIONS for tpl in WRITING_TEMPLATES]}
+
+
 def training_prompts(count: int, seed: int) -> list[str]:
     """`count` distinct chat prompts: the hand-written ones, then the three templated families taken in turn,
     each in a seeded order."""
     rng = random.Random(seed)
-    families = [[tpl.format(t=topic) for topic in TOPICS + MORE_TOPICS for tpl in TEMPLATES],
-                [tpl.format(a=activity) for activity in ACTIVITIES for tpl in HOWTO_TEMPLATES],
-                [tpl.format(o=occasion) for occasion in OCCASIONS for tpl in WRITING_TEMPLATES]]
+    families = list(prompt_families().values())
     for family in families:
         rng.shuffle(family)
     in_turn = [p for group in itertools.zip_longest(*families) for p in group if p is not None]

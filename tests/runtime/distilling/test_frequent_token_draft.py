@@ -85,8 +85,6 @@ def test_the_training_prompts_take_every_family_in_turn_and_none_is_an_evaluatio
     assert len(set(prompts)) == 1400 and not set(prompts) & set(distilling.EVAL_PROMPTS)
     assert prompts[:len(distilling.PROMPTS)] == distilling.PROMPTS
     first_turns = prompts[len(distilling.PROMPTS):][:30]
-    how_to = {t.format(a=a) for a in distilling.ACTIVITIES for t in distilling.HOWTO_TEMPLATES}
-    writing = {t.format(o=o) for o in distilling.OCCASIONS for t in distilling.WRITING_TEMPLATES}
-    topics = {t.format(t=topic) for topic in distilling.TOPICS + distilling.MORE_TOPICS for t in distilling.TEMPLATES}
+    topics, how_to, writing = (set(family) for family in distilling.prompt_families().values())
     assert [sum(p in family for p in first_turns) for family in (topics, how_to, writing)] == [10, 10, 10]
     assert how_to | writing <= set(prompts)  # 1400 = the hand-written, 592 topic prompts and every other one
