@@ -1,14 +1,15 @@
 """Which training prompts make the distilled draft agree with the target on unseen chat: alpha_1 against minutes.
 
-    python bench/distill_prompts_bench.py              # 3 training sets x 4 minutes, ~20 min on 2 cores
+    python bench/distill_prompts_bench.py              # 4 training sets x 4 minutes, ~25 min on 2 cores
     python bench/distill_prompts_bench.py --minutes 2  # quicker, noisier
 
 Each training set runs `dsd models distill`'s own code (`distilling.distill`: 2 layers, 8192-token head, top-16
 soft labels, same seed), one after the other on the same machine, for the same minutes:
-  - 640 topic prompts: the hand-written prompts and questions about a subject (the training set before the
-    how-to and writing families existed);
-  - 640 from all families: the hand-written prompts, then subject, how-to and writing prompts in turn;
-  - 1400 from all families: `dsd models distill`'s default.
+  - 640 topic prompts: the hand-written prompts and questions about a subject (the default before 2026-12-07);
+  - 1400 from three families: the hand-written prompts, then subject, how-to and writing prompts in turn (the
+    default of 2026-12-07 morning);
+  - 1400 from six families: the same count, with device, event and phenomenon questions taken in turn too;
+  - 2600 from six families: `dsd models distill`'s default.
 Alpha_1 = greedy agreement on `distilling.EVAL_PROMPTS` (24 unseen chat prompts), measured every minute of
 training. The target's generations are cached per prompt (~6 min per 640 prompts the first time), so the
 sets share them. Writes docs/benchmarks/distill-prompts.{csv,md,png}.
@@ -30,12 +31,12 @@ OUT = REPO / "docs" / "benchmarks"
 
 
 def training_sets() -> dict[str, list[str]]:
-    """The default's subject prompts keep their seeded order, so the topic-only set is the set before the change."""
-    subject = set(distilling.prompt_families()["subject"])
-    in_seeded_order = distilling.training_prompts(10**6, seed=0)
-    return {"640 topic prompts": [p for p in in_seeded_order if p in subject or p in distilling.PROMPTS][:640],
-            "640 from all families": distilling.training_prompts(640, seed=0),
-            "1400 from all families (default)": distilling.training_prompts(1400, seed=0)}
+    """Each set keeps its families' seeded order (`training_prompts`), so the older sets are the defaults they were."""
+    first_three = ("subject", "how-to", "writing")
+    return {"640 topic prompts": distilling.training_prompts(640, seed=0, families=("subject",)),
+            "1400 from three families": distilling.training_prompts(1400, seed=0, families=first_three),
+            "1400 from six families": distilling.training_prompts(1400, seed=0),
+            "2600 from six families (default)": distilling.training_prompts(2600, seed=0)}
 
 
 def main() -> None:

@@ -245,7 +245,7 @@ def distill(
     out: Path | None = typer.Option(None, help="Output directory (default: the cache used by smollm2-135m-draft)."),
     layers: int = typer.Option(2, help="Decoder layers of the draft (copied from the target, then trained)."),
     minutes: float = typer.Option(8.0, help="Training time budget on CPU (the target's generations come first)."),
-    prompts: int = typer.Option(1400, help="Chat prompts the target answers for the training set (generated once, "
+    prompts: int = typer.Option(2600, help="Chat prompts the target answers for the training set (generated once, "
                                 "cached)."),
     head_tokens: int = typer.Option(8192, help="Vocabulary of the draft's head: the most frequent answer tokens."),
     force: bool = typer.Option(False, help="Retrain even if a cached draft exists."),

@@ -16,7 +16,7 @@ import json
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +115,53 @@ WRITING_TEMPLATES = [
     "Write a social media post about {o}.", "Write a note to a friend about {o}.",
     "Write three questions someone might ask about {o}.",
 ]
+# Three more kinds of everyday request: how a device works, ideas and plans for an event, and why something
+# happens. Each new family raised unseen agreement (docs/benchmarks.md); none of these subjects is in EVAL_PROMPTS
+# or the benchmarks' prompts.
+DEVICES = [
+    "a microwave oven", "a smoke detector", "a thermostat", "a washing machine", "a dishwasher", "a zipper",
+    "a vacuum cleaner", "a GPS receiver", "a touchscreen", "an electric kettle", "a car battery", "a stapler",
+    "a traffic light", "a barcode scanner", "a hearing aid", "a pressure cooker", "a digital camera",
+    "a sewing machine", "a door lock", "a toaster", "a ceiling fan", "a water filter", "a compass", "a heat pump",
+    "an electric guitar", "a credit card", "a parachute", "a wind-up watch", "a 3D printer", "a fire extinguisher",
+    "a microscope", "a telescope", "a hydroelectric dam", "a doorbell camera", "a pacemaker", "a speed camera",
+    "a sailing boat", "a pocket calculator", "a light switch", "a lawn mower",
+]
+DEVICE_TEMPLATES = [
+    "How does {d} work?", "Who invented {d}?", "What are the main parts of {d}?", "How do I choose {d}?",
+    "What can go wrong with {d}?", "How has {d} changed over the years?", "Explain how {d} works to a ten-year-old.",
+    "Is {d} worth buying?", "How do I look after {d}?", "What did people use before {d}?",
+]
+EVENTS = [
+    "a class trip to a museum", "a baby shower", "a beach day", "a school fundraiser", "a neighbourhood clean-up",
+    "a board game night", "a weekend in the mountains", "a company picnic", "a retirement celebration",
+    "a book launch", "a family reunion", "a charity bake sale", "a hackathon", "a street festival",
+    "a farewell dinner", "a children's science workshop", "a hiking trip with friends", "a charity swim",
+    "a movie marathon night", "a first date", "a team offsite", "a cooking competition", "a talent show",
+    "a charity concert", "a study group", "a pottery class", "a farmers' market stall", "a poetry evening",
+    "a trip to the zoo", "a community garden opening", "a quiz night", "a ski trip", "a sleepover",
+    "a bike tour", "a language exchange meetup", "a photography walk",
+]
+EVENT_TEMPLATES = [
+    "Give me five ideas for {e}.", "What should I bring to {e}?", "Make a checklist for {e}.",
+    "How do I organise {e}?", "What could go wrong at {e}, and how do I prepare?", "Write a short invitation to {e}.",
+    "Suggest a theme for {e}.", "How much should I budget for {e}?", "Make a simple schedule for {e}.",
+    "What food should I serve at {e}?",
+]
+PHENOMENA = [
+    "hiccups", "tides", "the northern lights", "jet lag", "static electricity", "yawning", "fog", "rust",
+    "echoes", "goosebumps", "hail", "the seasons", "sunburn", "brain freeze", "shooting stars", "muscle cramps",
+    "soap bubbles", "sneezing", "ice floating on water", "mirages", "thunder", "the smell of rain", "snoring",
+    "tsunamis", "the greenhouse effect", "eclipses", "sea breezes", "frost", "bird migration", "morning dew",
+    "wrinkled fingers after a bath", "the Doppler effect", "allergies", "blushing", "monsoons", "quicksand",
+    "ocean waves", "jet contrails",
+]
+PHENOMENON_TEMPLATES = [
+    "What causes {p}?", "Why does {p} happen?", "Explain the science behind {p}.", "Is {p} dangerous?",
+    "How do scientists study {p}?", "What is a common myth about {p}?", "Describe {p} in simple words.",
+    "Where in the world is {p} most common?", "How can I observe {p} myself?",
+    "Write a short explanation of {p} for a school report.",
+]
 # Unseen at training time: other subjects and phrasings, the distribution alpha_1 is reported on.
 EVAL_PROMPTS = [
     "How do I fix a flat tyre on a car?", "What makes a good cup of espresso?", "Plan a birthday party for a "
@@ -133,17 +180,22 @@ def prompt_families() -> dict[str, list[str]]:
     """The templated training prompts by family, in template order."""
     return {"subject": [tpl.format(t=topic) for topic in TOPICS + MORE_TOPICS for tpl in TEMPLATES],
             "how-to": [tpl.format(a=activity) for activity in ACTIVITIES for tpl in HOWTO_TEMPLATES],
-            "writing": [tpl.format(o=occasion) for occasion in OCCASIONS for tpl in WRITING_TEMPLATES]}
+            "writing": [tpl.format(o=occasion) for occasion in OCCASIONS for tpl in WRITING_TEMPLATES],
+            "device": [tpl.format(d=device) for device in DEVICES for tpl in DEVICE_TEMPLATES],
+            "event": [tpl.format(e=event) for event in EVENTS for tpl in EVENT_TEMPLATES],
+            "phenomenon": [tpl.format(p=phenomenon) for phenomenon in PHENOMENA for tpl in PHENOMENON_TEMPLATES]}
 
 
-def training_prompts(count: int, seed: int) -> list[str]:
-    """`count` distinct chat prompts: the hand-written ones, then the three templated families taken in turn,
-    each in a seeded order."""
+def training_prompts(count: int, seed: int, families: Sequence[str] | None = None) -> list[str]:
+    """`count` distinct chat prompts: the hand-written ones, then the templated families (all, or the named
+    ones) taken in turn, each in a seeded order. Families are shuffled in a fixed order whichever are taken, so a
+    family's order, and a smaller set of families' prompts, stay as they were when families are added."""
     rng = random.Random(seed)
-    families = list(prompt_families().values())
-    for family in families:
+    shuffled = prompt_families()
+    for family in shuffled.values():
         rng.shuffle(family)
-    in_turn = [p for group in itertools.zip_longest(*families) for p in group if p is not None]
+    chosen = [shuffled[name] for name in (families or shuffled)]
+    in_turn = [p for group in itertools.zip_longest(*chosen) for p in group if p is not None]
     return (PROMPTS + in_turn)[:count]
 
 
@@ -354,7 +406,7 @@ def cost_ratio(draft: lm.CausalLM, target: lm.CausalLM, context: int = 200, step
 
 
 def distill(target_ref: str, out_dir: Path, num_layers: int = 2, train_minutes: float = 8.0,
-            max_new_tokens: int = 80, num_prompts: int = 1400, batch_size: int = 8, seed: int = 0,
+            max_new_tokens: int = 80, num_prompts: int = 2600, batch_size: int = 8, seed: int = 0,
             head_tokens: int = 8192, top_k: int = 16, eval_every_minutes: float = 1.0,
             progress: Progress = lambda stage, detail, fraction: None,
             prompts: list[str] | None = None) -> DistillResult:

@@ -81,10 +81,22 @@ def test_distill_trains_a_draft_that_loads_with_its_head_and_reports_its_curve(t
 
 
 def test_the_training_prompts_take_every_family_in_turn_and_none_is_an_evaluation_prompt():
-    prompts = distilling.training_prompts(1400, seed=0)
-    assert len(set(prompts)) == 1400 and not set(prompts) & set(distilling.EVAL_PROMPTS)
+    prompts = distilling.training_prompts(2600, seed=0)
+    assert len(set(prompts)) == 2600 and not set(prompts) & set(distilling.EVAL_PROMPTS)
     assert prompts[:len(distilling.PROMPTS)] == distilling.PROMPTS
-    first_turns = prompts[len(distilling.PROMPTS):][:30]
-    topics, how_to, writing = (set(family) for family in distilling.prompt_families().values())
-    assert [sum(p in family for p in first_turns) for family in (topics, how_to, writing)] == [10, 10, 10]
-    assert how_to | writing <= set(prompts)  # 1400 = the hand-written, 592 topic prompts and every other one
+    families = distilling.prompt_families()
+    assert len(families) == 6
+    first_turns = prompts[len(distilling.PROMPTS):][:60]
+    assert [sum(p in set(family) for p in first_turns) for family in families.values()] == [10] * 6
+    # 2600 = the hand-written prompts, every prompt of the five smaller families, and the rest from subjects.
+    assert all(set(family) <= set(prompts) for name, family in families.items() if name != "subject")
+
+
+def test_a_subset_of_families_keeps_each_familys_seeded_order():
+    """Adding a family must not reorder the others: cached generations and earlier training sets stay valid."""
+    three = distilling.training_prompts(1400, seed=0, families=("subject", "how-to", "writing"))
+    every = distilling.training_prompts(10**6, seed=0)
+    assert set(three) <= set(every)
+    for name in ("subject", "how-to", "writing"):
+        family = set(distilling.prompt_families()[name])
+        assert [p for p in three if p in family] == [p for p in every if p in family][:sum(p in family for p in three)]
