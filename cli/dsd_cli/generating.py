@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 from rich.console import Console
@@ -22,7 +23,8 @@ def _target_alone_tokens_per_s(target: models.LoadedModel, prompt_ids: list[int]
 
 
 def generate_once(prompt: str, target_ref: str, draft_ref: str, max_tokens: int, temperature: float, seed: int,
-                  chat: bool, window: WindowConfig, delay_ms: float, compare: bool) -> None:
+                  chat: bool, window: WindowConfig, delay_ms: float, compare: bool,
+                  window_stats: Path | None = None) -> None:
     console = Console(stderr=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with console.status("loading models"):
@@ -30,7 +32,8 @@ def generate_once(prompt: str, target_ref: str, draft_ref: str, max_tokens: int,
         draft = models.load_tokenizer(target_ref) if draft_ref == models.NO_MODEL else models.load(draft_ref)
     server = TargetServer(target, TargetSettings(), "127.0.0.1:0")
     server.start()
-    engine = DraftEngine(draft, f"127.0.0.1:{server.port}", window, LinkEmulation(delay_ms))
+    engine = DraftEngine(draft, f"127.0.0.1:{server.port}", window, LinkEmulation(delay_ms),
+                         window_stats=window_stats)
     try:
         engine.connect()
         tok = draft.tokenizer
@@ -52,6 +55,11 @@ def generate_once(prompt: str, target_ref: str, draft_ref: str, max_tokens: int,
         console.print("tokens by source: " + ", ".join(f"{k} {v}" for k, v in sorted(s.tokens_by_source.items())) +
                       "  (model/lookup/suffix: accepted drafts; target: its recovered/bonus tokens and "
                       "empty-window rounds)")
+        if window_stats is not None:
+            saved = engine.restored_stats
+            console.print(f"window statistics: started from {window_stats} ({saved.model_rounds:.0f} model-drafted "
+                          f"rounds, saved {time.time() - saved.saved_at:.0f} s ago)" if saved else
+                          f"window statistics: none saved for this pair yet; written to {window_stats}")
         if compare and done.completion_tokens:
             base = _target_alone_tokens_per_s(target, ids, done.completion_tokens)
             console.print(f"target alone: {base:.1f} tokens/s  ->  DSD speedup {tps / base:.2f}x")

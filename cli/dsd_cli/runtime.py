@@ -44,6 +44,18 @@ DTYPE = typer.Option("auto", help="auto (as saved), float32, bfloat16, float16."
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 TLS_CERT = typer.Option(None, help="Mutual TLS: this server's / client's certificate (PEM), re-read on change.")
 TLS_KEY = typer.Option(None, help="Mutual TLS: the private key of --tls-cert (PEM).")
+WINDOW_STATS = typer.Option("auto", help="Keep the drafting statistics (acceptance, draft step, verify waits) "
+                            "across runs in this JSON file, so a new run decides without trial rounds: `auto` "
+                            "(a file per draft/target pair under the models' cache), a path, or `off`.")
+
+
+def _window_stats(option: str, draft_ref: str, target_ref: str, setting: str) -> Path | None:
+    """`setting`: what changes the measured waits besides the pair (dtype, emulated link): its own file."""
+    from dsd_runtime.draft import persisting
+
+    if option == "off":
+        return None
+    return persisting.default_path(draft_ref, target_ref, setting) if option == "auto" else Path(option)
 
 
 def _tls_files(cert: Path | None, key: Path | None, ca: Path | None, ca_flag: str):  # type: ignore[no-untyped-def]
@@ -127,6 +139,9 @@ def register(app: typer.Typer) -> None:
                                             "from the host in --target (an IP, a NodePort)."),
         api_keys_file: Path | None = typer.Option(None, help="Require `Authorization: Bearer <key>` on /v1/*: "
                                                   "one key per line, re-read on change (401 otherwise)."),
+        window_stats: Path | None = typer.Option(None, help="Keep the drafting statistics in this JSON file: "
+                                                 "read at start (same draft/target pair only), written every "
+                                                 "minute and at exit. Default: not kept."),
     ) -> None:
         """Run the draft role: speculation against a target and the OpenAI-compatible API."""
         from dsd_runtime.api.auth import ApiKeys
@@ -149,7 +164,8 @@ def register(app: typer.Typer) -> None:
                   _window(gamma, gamma_min, gamma_max, policy, pipelined, proposer),
                   LinkEmulation(delay_ms, jitter_ms, bandwidth_mbps), config, threads or None, target_deadline_s,
                   device=device, dtype=dtype, tokenizer_ref=tokenizer,
-                  tls=ClientTls(files, tls_server_name) if files else None, api_keys=api_keys)
+                  tls=ClientTls(files, tls_server_name) if files else None, api_keys=api_keys,
+                  window_stats=window_stats)
 
     @app.command("serve")
     def serve(
@@ -167,6 +183,7 @@ def register(app: typer.Typer) -> None:
                                             "when absent)."),
         api_keys_file: Path | None = typer.Option(None, help="Require these bearer keys on /v1/* (one per "
                                                   "line)."),
+        window_stats: str = WINDOW_STATS,
     ) -> None:
         """Run target and draft as two local processes over gRPC and serve the OpenAI API (the main job)."""
         from dsd_cli import tls
@@ -187,6 +204,12 @@ def register(app: typer.Typer) -> None:
             draft_args = (*draft_args, "--api-keys-file", str(api_keys_file))
         from dsd_runtime.common import models
 
+        stats = _window_stats(window_stats, models.resolve_draft(draft_model), target_model,
+                              f"dtype={dtype} batching={batching} delay_ms={delay_ms} jitter_ms={jitter_ms} "
+                              f"bandwidth_mbps={bandwidth_mbps} target_args={target_arg}")
+        if stats is not None:
+            draft_args = (*draft_args, "--window-stats", str(stats))
+
         raise typer.Exit(run_serve(ServeOptions(target_model, models.resolve_draft(draft_model), port,
                                                 extra_draft_args=draft_args,
                                                 extra_target_args=("--dtype", dtype,
@@ -201,13 +224,16 @@ def register(app: typer.Typer) -> None:
         gamma: int = GAMMA, policy: str = POLICY, pipelined: bool = PIPELINED, delay_ms: float = DELAY,
         proposer: str = PROPOSER,
         compare: bool = typer.Option(True, help="Also time the target decoding alone and report the speedup."),
+        window_stats: str = WINDOW_STATS,
     ) -> None:
         """Generate once through DSD (real gRPC on loopback) and print text, tokens/s and acceptance."""
         from dsd_cli.generating import generate_once
         from dsd_runtime.common import models
 
-        generate_once(prompt, target_model, models.resolve_draft(draft_model), max_tokens, temperature, seed, chat,
-                      _window(gamma, 1, 8, policy, pipelined, proposer), delay_ms, compare)
+        draft_ref = models.resolve_draft(draft_model)
+        generate_once(prompt, target_model, draft_ref, max_tokens, temperature, seed, chat,
+                      _window(gamma, 1, 8, policy, pipelined, proposer), delay_ms, compare,
+                      _window_stats(window_stats, draft_ref, target_model, f"delay_ms={delay_ms}"))
 
     @app.command("profile")
     def profile(

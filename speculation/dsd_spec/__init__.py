@@ -32,11 +32,20 @@ from dsd_spec.expectation import (
     optimal_gamma_colocated,
     walltime_factor_colocated,
 )
-from dsd_spec.window import Ema, WindowBounds, WindowEstimator, best_prefix, choose_gamma, priced_wait
+from dsd_spec.window import (
+    Ema,
+    EstimatorSnapshot,
+    WindowBounds,
+    WindowEstimator,
+    best_prefix,
+    choose_gamma,
+    priced_wait,
+)
 
 __all__ = [
     "AcceptanceStats",
     "Ema",
+    "EstimatorSnapshot",
     "RoundCosts",
     "VerifyCostModel",
     "WindowBounds",

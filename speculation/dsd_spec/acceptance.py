@@ -6,6 +6,7 @@ positions 1..n were accepted and (if n < gamma) position n+1 was rejected; deepe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -36,6 +37,23 @@ class AcceptanceStats:
             self._observed[i] += 1.0
             if i < num_accepted:
                 self._accepted[i] += 1.0
+
+    def counts(self) -> tuple[list[float], list[float]]:
+        """(accepted, observed): the decayed counts per position, what a restart can start from (`restore`)."""
+        return list(self._accepted), list(self._observed)
+
+    def restore(self, accepted: Sequence[float], observed: Sequence[float], max_rounds: float) -> None:
+        """Starts from saved counts, scaled to weigh at most `max_rounds` rounds, so live rounds soon outweigh
+        them when the workload changed."""
+        if len(accepted) != len(observed):
+            raise ValueError(f"accepted ({len(accepted)}) and observed ({len(observed)}) differ in length")
+        for i, (a, o) in enumerate(zip(accepted, observed, strict=True)):
+            if not 0.0 <= a <= o:
+                raise ValueError(f"position {i + 1}: need 0 <= accepted ({a}) <= observed ({o})")
+        n = min(len(observed), self.max_positions)
+        scale = min(1.0, max_rounds / observed[0]) if n and observed[0] > 0 else 1.0
+        self._accepted = [a * scale for a in accepted[:n]] + [0.0] * (self.max_positions - n)
+        self._observed = [o * scale for o in observed[:n]] + [0.0] * (self.max_positions - n)
 
     def alpha_by_position(self, n: int | None = None) -> list[float]:
         """Smoothed alpha_1..alpha_n (a Beta prior keeps early estimates sane)."""

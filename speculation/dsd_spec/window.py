@@ -95,6 +95,21 @@ class Ema:
         self.value = x if self.value is None else (1 - self.weight) * self.value + self.weight * x
 
 
+@dataclass(frozen=True)
+class EstimatorSnapshot:
+    """What a WindowEstimator measured, in plain numbers: kept across restarts by the runtime."""
+
+    accepted: tuple[float, ...]  # decayed counts per position (AcceptanceStats)
+    observed: tuple[float, ...]
+    step_s: float | None  # the draft model's step
+    wait_s: dict[int, float]  # positions verified -> smoothed wait
+
+    @property
+    def rounds(self) -> float:
+        """How many (decayed) model-drafted rounds the acceptance counts hold."""
+        return self.observed[0] if self.observed else 0.0
+
+
 class WindowEstimator:
     """What a draft has measured, and the window decisions that follow from it.
 
@@ -129,6 +144,27 @@ class WindowEstimator:
 
     def observe_price(self, position_price_s: float) -> None:
         self.position_price_s = max(0.0, position_price_s)
+
+    def snapshot(self) -> EstimatorSnapshot:
+        """The measurements, without the target's position price (a live report, not a property of the pair)."""
+        accepted, observed = self.acceptance.counts()
+        return EstimatorSnapshot(tuple(accepted), tuple(observed), self.step_s.value,
+                                 {k: e.value for k, e in sorted(self.wait_s.items()) if e.value is not None})
+
+    def restore(self, snapshot: EstimatorSnapshot, max_rounds: float) -> None:
+        """Starts from an earlier run's measurements: decisions need no trial rounds, and live rounds take over
+        (the acceptance counts weigh at most `max_rounds` rounds; the smoothed times follow new samples)."""
+        for positions, wait in snapshot.wait_s.items():
+            if positions < 1 or not wait > 0:
+                raise ValueError(f"wait for {positions} positions must be > 0 s, got {wait}")
+        if snapshot.step_s is not None and not snapshot.step_s > 0:
+            raise ValueError(f"draft step must be > 0 s, got {snapshot.step_s}")
+        self.acceptance.restore(snapshot.accepted, snapshot.observed, max_rounds)
+        self.step_s.value = snapshot.step_s
+        self.wait_s = {}
+        for positions, wait in snapshot.wait_s.items():
+            self.wait_s[positions] = Ema()
+            self.wait_s[positions].value = wait
 
     def wait_model(self) -> costs_mod.VerifyCostModel | None:
         """The measured wait per positions verified, each position beyond the first charged the price."""

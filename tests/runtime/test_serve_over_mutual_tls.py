@@ -1,8 +1,10 @@
 """`dsd serve --tls-dir D --api-keys-file K` as a user runs it: two real processes, mutual TLS between them
-(certificates issued on first use), bearer keys on the API; output equals the target alone."""
+(certificates issued on first use), bearer keys on the API; output equals the target alone; the draft's window
+statistics are saved when it stops (`--window-stats`)."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -38,19 +40,20 @@ def served(tiny_models, tmp_path: Path):
         proc = subprocess.Popen([sys.executable, "-m", "dsd_cli.main", "serve", "--target-model",
                                  str(tiny_models["target"]), "--draft-model", str(tiny_models["partial"]),
                                  "--port", str(port), "--tls-dir", str(tmp_path / "pki"),
-                                 "--api-keys-file", str(keys)], stdout=out, stderr=subprocess.STDOUT)
+                                 "--api-keys-file", str(keys), "--window-stats", str(tmp_path / "stats.json")],
+                                stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_for(lambda: _ready(f"http://127.0.0.1:{port}/readyz") or proc.poll() is not None, 180,
                      "dsd serve ready")
             assert proc.poll() is None, log.read_text()
-            yield port, tmp_path / "pki", log
+            yield port, tmp_path / "pki", log, proc
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
 
 
-def test_serve_links_its_processes_over_mutual_tls_behind_api_keys(served, loaded):
-    port, pki, log = served
+def test_serve_links_its_processes_over_mutual_tls_behind_api_keys(served, loaded, tmp_path):
+    port, pki, log, proc = served
     assert {p.name for p in pki.iterdir()} >= {"ca.crt", "target.crt", "draft.crt", "client.crt"}
     body = {"model": "target", "prompt": "Hello", "max_tokens": 12, "temperature": 0}
     url = f"http://127.0.0.1:{port}/v1/completions"
@@ -65,3 +68,8 @@ def test_serve_links_its_processes_over_mutual_tls_behind_api_keys(served, loade
     with grpc.insecure_channel(f"127.0.0.1:{target.group(1)}") as plain, pytest.raises(grpc.RpcError) as e:
         dsd_pb2_grpc.TargetStub(plain).Info(dsd_pb2.InfoRequest(), timeout=5)
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE, "the target refuses plaintext"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0, log.read_text()
+    assert (tmp_path / "stats.json").exists(), log.read_text()[-3000:]
+    saved = json.loads((tmp_path / "stats.json").read_text())  # written by the draft as it stopped
+    assert saved["target"] == loaded["target"].name and saved["wait_s"], saved

@@ -6,11 +6,13 @@ and cancellation. Used by the HTTP API and by `dsd generate`.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -19,6 +21,7 @@ from dsd_runtime.common.batching import BatchingLM
 from dsd_runtime.common.detokenizing import IncrementalText
 from dsd_runtime.common.proto import dsd_pb2
 from dsd_runtime.common.tls import ClientTls
+from dsd_runtime.draft import persisting
 from dsd_runtime.draft.client import LinkEmulation, TargetClient
 from dsd_runtime.draft.drafting import DraftingState
 from dsd_runtime.draft.speculating import GenerationRequest, GenerationStats, Speculator
@@ -27,6 +30,7 @@ from dsd_runtime.errors import InvalidRequest
 from dsd_runtime.metrics import DraftMetrics
 from dsd_spec.sampling import SamplingParams
 
+log = logging.getLogger(__name__)
 
 @dataclass
 class TextRequest:
@@ -62,7 +66,7 @@ class DraftEngine:
     def __init__(self, draft: models.LoadedModel, target_address: str, window: WindowConfig,
                  link: LinkEmulation | None = None, target_deadline_s: float = 30.0,
                  registry: CollectorRegistry | None = None, served_model_name: str | None = None,
-                 tls: ClientTls | None = None) -> None:
+                 tls: ClientTls | None = None, window_stats: Path | None = None) -> None:
         self.draft = draft
         self.client = TargetClient(target_address, link, target_deadline_s, tls)
         self.window = WindowController(window, has_model=draft.lm is not None)
@@ -87,6 +91,10 @@ class DraftEngine:
         # The target's, once connected: generation stops at any of these ids; chat uses its template.
         self.eos_token_ids = frozenset(draft.eos_token_ids)
         self.chat_template = draft.chat_template
+        # Window statistics kept across restarts (draft.persisting): read once the target's name is known.
+        self.window_stats = window_stats
+        self.restored_stats: persisting.SavedWindowStats | None = None
+        self._stats_read = False
 
     def _publish_window(self, config: WindowConfig) -> None:
         self.metrics.configured_gamma.set(config.gamma)
@@ -120,6 +128,31 @@ class DraftEngine:
         self.vocab_size = info.vocab_size
         self.eos_token_ids = frozenset(info.eos_token_ids) or frozenset(self.draft.eos_token_ids)
         self.chat_template = info.chat_template or self.draft.chat_template
+        self._restore_window_stats()
+
+    def _restore_window_stats(self) -> None:
+        if self.window_stats is None or self._stats_read:
+            return
+        self._stats_read = True
+        saved = persisting.load(self.window_stats, self.draft.name, self.target_name)
+        if saved is None:
+            return
+        try:
+            self.window.restore(saved.snapshot(), persisting.PRIOR_ROUNDS)
+        except ValueError as e:
+            log.warning("ignoring window statistics %s: %s", self.window_stats, e)
+            return
+        self.restored_stats = saved
+        log.info("window statistics from %s (%.0f model-drafted rounds, saved %.0f s ago)", self.window_stats,
+                 saved.model_rounds, time.time() - saved.saved_at)
+
+    def save_window_stats(self) -> None:
+        """Writes what the window has measured (`window_stats`), once the target is known and anything is."""
+        if self.window_stats is None or not self.target_name:
+            return
+        snapshot = self.window.snapshot()
+        if snapshot.wait_s:
+            persisting.save(self.window_stats, self.draft.name, self.target_name, snapshot)
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of `messages` under the target's chat template, ready for the assistant's answer."""
@@ -197,6 +230,7 @@ class DraftEngine:
                           finish, stats, time.perf_counter() - start, logprobs)
 
     def close(self) -> None:
+        self.save_window_stats()
         self.client.close()
         if self.batcher is not None:
             self.batcher.close()

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from dsd_spec import VerifyCostModel, WindowBounds, WindowEstimator
+from dsd_spec import EstimatorSnapshot, VerifyCostModel, WindowBounds, WindowEstimator
 
 POLICIES = ("static", "adaptive")
 PROPOSERS = ("model", "lookup", "suffix", "hybrid", "none")  # see draft.drafting
@@ -86,6 +86,15 @@ class WindowController:
         """The target's latest position price (VerifyResponse.position_price_seconds), shared by all requests."""
         with self._lock:
             self.estimator.observe_price(position_price_s)
+
+    def snapshot(self) -> EstimatorSnapshot:
+        with self._lock:
+            return self.estimator.snapshot()
+
+    def restore(self, snapshot: EstimatorSnapshot, max_rounds: float) -> None:
+        """Starts from an earlier run's measurements (draft.persisting)."""
+        with self._lock:
+            self.estimator.restore(snapshot, max_rounds)
 
     def wait_model(self) -> VerifyCostModel | None:
         with self._lock:
