@@ -59,7 +59,7 @@ def generate_once(prompt: str, target_ref: str, draft_ref: str, max_tokens: int,
             saved = engine.restored_stats
             console.print(f"window statistics: started from {window_stats} ({saved.model_rounds:.0f} model-drafted "
                           f"rounds, saved {time.time() - saved.saved_at:.0f} s ago)" if saved else
-                          f"window statistics: none saved for this pair yet; written to {window_stats}")
+                          f"window statistics: none saved for this pair yet; this run's go to {window_stats}")
         if compare and done.completion_tokens:
             base = _target_alone_tokens_per_s(target, ids, done.completion_tokens)
             console.print(f"target alone: {base:.1f} tokens/s  ->  DSD speedup {tps / base:.2f}x")

@@ -36,7 +36,7 @@ def test_generate_prints_its_report_and_exits_cleanly(tiny_models, draft):
 def test_a_second_generate_starts_from_the_first_ones_window_statistics(tiny_models, tmp_path):
     stats = tmp_path / "stats.json"
     first = _generate(tiny_models, str(tiny_models["partial"]), str(stats))
-    assert f"none saved for this pair yet; written to {stats}" in first.stderr
+    assert f"none saved for this pair yet; this run's go to {stats}" in first.stderr
     assert stats.exists()
     second = _generate(tiny_models, str(tiny_models["partial"]), str(stats))
     assert f"started from {stats}" in second.stderr

@@ -32,6 +32,7 @@ from dsd_spec.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class TextRequest:
     prompt_ids: list[int]
