@@ -2,6 +2,7 @@
 
     python bench/drafting_bench.py                 # SmolLM2-135M-Instruct, fp32 and bf16, RTT 0/5/20 ms
     python bench/drafting_bench.py --quick         # 1 prompt per workload, bf16, RTT 0 and 20 ms
+    python bench/drafting_bench.py --dtypes float32 --compare-gamma-max 8 --out DIR   # + the hybrid capped at 8
 
 Workloads (prompts written for this benchmark, in no training set): open chat; summarising a given text;
 answering by quoting a given text (extraction / RAG); editing given code. Modes: the target alone (HF
@@ -101,6 +102,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=2, help="per workload")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks")
+    parser.add_argument("--compare-gamma-max", type=int, default=0, help="also run the hybrid with this "
+                        "--gamma-max (its default is WindowConfig's), interleaved with the others")
     args = parser.parse_args()
     if args.quick:
         args.prompts, args.rtts_ms, args.dtypes = 1, "0,20", "bfloat16"
@@ -108,19 +111,22 @@ def main() -> None:
     torch.set_num_threads(1)
     rows: dict[tuple[str, str, str, float], list[Run]] = defaultdict(list)
     notes: list[str] = []
+    modes = {f"DSD {p}": WindowConfig(proposer=p) for p in PROPOSERS}
+    if args.compare_gamma_max:
+        modes[f"DSD hybrid, gamma_max {args.compare_gamma_max}"] = WindowConfig(
+            proposer="hybrid", gamma_max=args.compare_gamma_max)
     for dtype in args.dtypes.split(","):
         target = models.load(args.target, models.DTYPES[dtype])
         tokenizer_only = models.load_tokenizer(args.target)
         # Each prompt runs through every mode back to back: a cross-request cache on the target would hand
         # every run after the first its answer, so target-only streams self-draft from their own request only.
         proc, address = _start_target(args.target, dtype, "--self-drafting-cache-tokens", "0")
-        engines = {(p, rtt): DraftEngine(tokenizer_only, address, WindowConfig(proposer=p),
-                                         LinkEmulation(one_way_delay_ms=rtt / 2))
-                   for p in PROPOSERS for rtt in rtts}
+        engines = {(mode, rtt): DraftEngine(tokenizer_only, address, config, LinkEmulation(one_way_delay_ms=rtt / 2))
+                   for mode, config in modes.items() for rtt in rtts}
         try:
             for e in engines.values():
                 e.connect(timeout_s=300)
-            eos = engines[(PROPOSERS[0], rtts[0])].eos_token_ids
+            eos = next(iter(engines.values())).eos_token_ids
             # Warm-up of every path (first forwards pick kernels), on a prompt outside the workloads.
             warm = profiling.chat_prompt_ids(target, "Say hello.")
             _hf_generate(target, warm, 8, None)
@@ -136,12 +142,12 @@ def main() -> None:
                     _, run = _hf_lookup(target, prompt, args.max_tokens)
                     rows[(dtype, workload, "HF prompt lookup", 0)].append(run)
                     for rtt in rtts:
-                        for p in PROPOSERS:
-                            out, run = _dsd(engines[(p, rtt)], prompt, args.max_tokens, eos)
+                        for mode in modes:
+                            out, run = _dsd(engines[(mode, rtt)], prompt, args.max_tokens, eos)
                             if out != reference:
-                                notes.append(f"{dtype} {workload} DSD {p} RTT {rtt:g}: differs from the target "
+                                notes.append(f"{dtype} {workload} {mode} RTT {rtt:g}: differs from the target "
                                              f"alone at {_gap(target, prompt, reference, out)}")
-                            rows[(dtype, workload, f"DSD {p}", rtt)].append(run)
+                            rows[(dtype, workload, mode, rtt)].append(run)
                     print(f"{dtype} {workload}: done", file=sys.stderr, flush=True)
         finally:
             for e in engines.values():

@@ -27,7 +27,8 @@ def _window(gamma: int, gamma_min: int, gamma_max: int, policy: str, pipelined: 
 
 GAMMA = typer.Option(4, help="Speculation window (static policy) / starting window (adaptive).")
 GAMMA_MIN = typer.Option(1, help="Smallest window the adaptive policy may choose.")
-GAMMA_MAX = typer.Option(8, help="Largest window the adaptive policy may choose.")
+GAMMA_MAX = typer.Option(16, help="Largest window the adaptive policy may choose, and the longest model-free "
+                         "window (the draft's, and the target's own in target-only mode).")
 POLICY = typer.Option("static", help="static | adaptive (per-round goodput-optimal gamma).")
 PIPELINED = typer.Option(True, "--pipelined/--blocking", help="Draft ahead while a verify is in flight.")
 PROPOSER = typer.Option("hybrid", help="hybrid (each round: a suffix match when it pays, else the draft model "
@@ -191,7 +192,7 @@ def register(app: typer.Typer) -> None:
         from dsd_runtime.local import serve as run_serve
 
         _check_dtype(dtype)
-        draft_args = ("--gamma", str(gamma), "--gamma-max", str(max(8, gamma)), "--policy", policy,
+        draft_args = ("--gamma", str(gamma), "--gamma-max", str(max(16, gamma)), "--policy", policy,
                       "--pipelined" if pipelined else "--blocking", "--delay-ms", str(delay_ms),
                       "--jitter-ms", str(jitter_ms), "--bandwidth-mbps", str(bandwidth_mbps), "--proposer", proposer,
                       "--tokenizer", target_model)
@@ -232,7 +233,7 @@ def register(app: typer.Typer) -> None:
 
         draft_ref = models.resolve_draft(draft_model)
         generate_once(prompt, target_model, draft_ref, max_tokens, temperature, seed, chat,
-                      _window(gamma, 1, 8, policy, pipelined, proposer), delay_ms, compare,
+                      _window(gamma, 1, max(16, gamma), policy, pipelined, proposer), delay_ms, compare,
                       _window_stats(window_stats, draft_ref, target_model, f"delay_ms={delay_ms}"))
 
     @app.command("profile")

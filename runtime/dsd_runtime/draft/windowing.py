@@ -22,7 +22,7 @@ MODES = ("speculate", "off")  # off: every request decodes target-only (the oper
 class WindowConfig:
     gamma: int = 4
     gamma_min: int = 1
-    gamma_max: int = 8
+    gamma_max: int = 16  # also caps model-free windows: on a CPU t_v(17) is barely t_v(9) (bench/drafting_bench.py)
     policy: str = "static"
     pipelined: bool = True
     proposer: str = "model"
