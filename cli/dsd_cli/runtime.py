@@ -205,13 +205,14 @@ def register(app: typer.Typer) -> None:
             draft_args = (*draft_args, "--api-keys-file", str(api_keys_file))
         from dsd_runtime.common import models
 
-        stats = _window_stats(window_stats, models.resolve_draft(draft_model), target_model,
+        draft_ref = models.resolve_draft(draft_model)
+        stats = _window_stats(window_stats, draft_ref, target_model,
                               f"dtype={dtype} batching={batching} delay_ms={delay_ms} jitter_ms={jitter_ms} "
                               f"bandwidth_mbps={bandwidth_mbps} target_args={target_arg}")
         if stats is not None:
             draft_args = (*draft_args, "--window-stats", str(stats))
 
-        raise typer.Exit(run_serve(ServeOptions(target_model, models.resolve_draft(draft_model), port,
+        raise typer.Exit(run_serve(ServeOptions(target_model, draft_ref, port,
                                                 extra_draft_args=draft_args,
                                                 extra_target_args=("--dtype", dtype,
                                                                    "--batching" if batching else "--no-batching",

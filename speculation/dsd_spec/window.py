@@ -104,11 +104,6 @@ class EstimatorSnapshot:
     step_s: float | None  # the draft model's step
     wait_s: dict[int, float]  # positions verified -> smoothed wait
 
-    @property
-    def rounds(self) -> float:
-        """How many (decayed) model-drafted rounds the acceptance counts hold."""
-        return self.observed[0] if self.observed else 0.0
-
 
 class WindowEstimator:
     """What a draft has measured, and the window decisions that follow from it.
