@@ -226,7 +226,7 @@ def replay(wave: dict, cost: PassCost, overhead: StepOverhead, trace_dir: Path, 
     # A client's requests run in turn, as the benchmark's clients send them (runs before that field: one each).
     trace.write_text("".join(json.dumps({"arrival_s": 0.0, "prompt_tokens": r["prompt_tokens"],
                                          "output_tokens": r["completion_tokens"], "draft": r.get("client", i),
-                                         "client": r.get("client", i),
+                                         "client": r.get("client", i), "label": r.get("kind", "all"),
                                          **({"profile": f"request-{i}"} if profiles else {})}) + "\n"
                              for i, r in enumerate(wave["requests"])))
     serialised = wave["config"] == "serialised"
@@ -255,7 +255,19 @@ def replay(wave: dict, cost: PassCost, overhead: StepOverhead, trace_dir: Path, 
                "tpot_p50_ms": lambda s: s["tpot_ms"]["p50"], "tpot_p95_ms": lambda s: s["tpot_ms"]["p95"],
                "tpot_mean_ms": lambda s: s["tpot_ms"]["mean"],
                "batch_sequences": lambda s: s["batch_sequences_mean"]}
+    for kind in sorted({r.get("kind", "all") for r in wave["requests"]}):
+        metrics[f"tpot_p50_ms_{kind}"] = lambda s, kind=kind: s["tpot_ms_by_label"][kind]["p50"]
     return {k: float(np.median([f(s) for s in runs])) for k, f in metrics.items()}
+
+
+def request_tpots_by_kind(wave: dict) -> dict[str, list[float]]:
+    """Each request's TPOT (s), by the benchmark's kind of prompt (open chat, grounded)."""
+    out: dict[str, list[float]] = {}
+    for r in wave["requests"]:
+        if r["completion_tokens"] > 1:
+            out.setdefault(r.get("kind", "all"), []).append(
+                (r["end_s"] - r["first_token_s"]) / (r["completion_tokens"] - 1))
+    return out
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -298,7 +310,9 @@ def calibrate(runs: Path, out: Path, max_clients: int) -> list[dict]:
                             "tpot_p50_ms": 1000 * _pct(w["tpots"], 50),
                             "tpot_p95_ms": 1000 * _pct(w["tpots"], 95),
                             "tpot_mean_ms": 1000 * float(np.mean(w["tpots"])),
-                            "batch_sequences": c["pass_sequences"] / c["passes"]}
+                            "batch_sequences": c["pass_sequences"] / c["passes"],
+                            **{f"tpot_p50_ms_{kind}": 1000 * _pct(tpots, 50)
+                               for kind, tpots in request_tpots_by_kind(w).items()}}
                 cells.setdefault((config, w["clients"]), []).append((measured, sim))
     rows = []
     for (config, clients), pairs in sorted(cells.items()):
@@ -319,7 +333,9 @@ def calibrate(runs: Path, out: Path, max_clients: int) -> list[dict]:
                          sim["mean_drafting_tpot_p50_ms"] / measured["tpot_p50_ms"] - 1, 3),
                      "own_cost_tokens_per_s_error": round(
                          sim["own_cost_tokens_per_s"] / measured["tokens_per_s"] - 1, 3),
-                     "own_cost_tpot_p50_error": round(sim["own_cost_tpot_p50_ms"] / measured["tpot_p50_ms"] - 1, 3)})
+                     "own_cost_tpot_p50_error": round(sim["own_cost_tpot_p50_ms"] / measured["tpot_p50_ms"] - 1, 3),
+                     **{f"tpot_p50_error_{k[len('tpot_p50_ms_'):]}": round(sim[k] / measured[k] - 1, 3)
+                        for k in measured if k.startswith("tpot_p50_ms_")}})
     out.mkdir(parents=True, exist_ok=True)
     with (out / "capacity-calibration.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -334,9 +350,11 @@ def calibrate(runs: Path, out: Path, max_clients: int) -> list[dict]:
 def _report(rows: list[dict], costs: dict[int, PassCost], overheads: dict[str, list[StepOverhead]],
             max_clients: int, drift: list[float]) -> str:
     predicted = [r for r in rows if r["clients"] <= max_clients and not r["calibration"]]
+    kinds = sorted(k[len("tpot_p50_error_"):] for k in rows[0] if k.startswith("tpot_p50_error_"))
     worst = {k: max(abs(r[k]) for r in predicted)
              for k in ("tokens_per_s_error", "tpot_p50_error", "tpot_mean_error", "own_cost_tokens_per_s_error",
-                       "own_cost_tpot_p50_error", "mean_drafting_tpot_p50_error", "measured_tpot_p50_spread")}
+                       "own_cost_tpot_p50_error", "mean_drafting_tpot_p50_error", "measured_tpot_p50_spread",
+                       *(f"tpot_p50_error_{kind}" for kind in kinds))}
     lines = ["Calibrated on each server's " + " and ".join(map(str, CALIBRATION_CLIENTS)) + "-client waves of each "
              "repeat; the other waves are predictions. Pass cost per repeat: "
              + "; ".join(f"repeat {r}: {c.describe()}" for r, c in sorted(costs.items()))
@@ -348,8 +366,9 @@ def _report(rows: list[dict], costs: dict[int, PassCost], overheads: dict[str, l
              "error | TPOT mean measured / DSD-Sim, error | "
              "TPOT p50 error, every request drafting as the wave's mean | "
              "sequences per pass measured / DSD-Sim | tok/s, TPOT p50 error, pass cost scaled to the wave | "
-             "TPOT p50 measured, repeats' range |",
-             "|---" * 13 + "|"]
+             "TPOT p50 measured, repeats' range | TPOT p50 by kind of prompt (" + " / ".join(kinds)
+             + "): measured / DSD-Sim, error |",
+             "|---" * 14 + "|"]
     for r in rows:
         mark = " (calibration)" if r["calibration"] else ""
         lines.append(f"| {r['config']} | {r['clients']}{mark} | {r['measured_tokens_per_s']:.1f} | "
@@ -361,7 +380,9 @@ def _report(rows: list[dict], costs: dict[int, PassCost], overheads: dict[str, l
                      f"{r['measured_batch_sequences']:.1f} / "
                      f"{r['predicted_batch_sequences']:.1f} | {100 * r['own_cost_tokens_per_s_error']:+.1f} %, "
                      f"{100 * r['own_cost_tpot_p50_error']:+.1f} % | {r['measured_tpot_p50_min_ms']:.0f}-"
-                     f"{r['measured_tpot_p50_max_ms']:.0f} ms |")
+                     f"{r['measured_tpot_p50_max_ms']:.0f} ms | "
+                     + "; ".join(f"{r[f'measured_tpot_p50_ms_{k}']:.0f} / {r[f'predicted_tpot_p50_ms_{k}']:.0f} ms, "
+                                 f"{100 * r[f'tpot_p50_error_{k}']:+.1f} %" for k in kinds) + " |")
     lines += ["", f"Worst error of the predicted waves up to {max_clients} clients: tokens/s "
               f"{100 * worst['tokens_per_s_error']:.1f} %, TPOT p50 {100 * worst['tpot_p50_error']:.1f} % (goal: "
               f"within 10 %), TPOT mean (over the wave's requests) {100 * worst['tpot_mean_error']:.1f} %; "
@@ -371,7 +392,10 @@ def _report(rows: list[dict], costs: dict[int, PassCost], overheads: dict[str, l
               f"{100 * worst['own_cost_tpot_p50_error']:.1f} %. The measured TPOT p50 of a predicted wave itself "
               f"lies up to {100 * worst['measured_tpot_p50_spread']:.1f} % from the median of its repeats (the "
               "repeats' range column): a wave of 8-16 requests mixes grounded answers (14-40 ms per token) with "
-              "open-chat ones (53-117 ms), so its median moves with a request or two.", "",
+              "open-chat ones (53-117 ms), so its median moves with a request or two. Each kind's own TPOT p50 "
+              "(the replay labels every request with its prompt's kind): "
+              + ", ".join(f"{kind} within {100 * worst[f'tpot_p50_error_{kind}']:.1f} %" for kind in kinds)
+              + ".", "",
               "How much a pass's time moves between waves: within one server (same process, same repeat, waves "
               "minutes apart) the passes of its slowest wave took "
               f"x {min(drift):.2f} to x {max(drift):.2f} (median x {float(np.median(drift)):.2f}) the time of "

@@ -54,6 +54,9 @@ class Metrics:
     ttft_ms: LogHistogram = field(default_factory=LogHistogram)
     tpot_ms: LogHistogram = field(default_factory=LogHistogram)
     latency_s: LogHistogram = field(default_factory=LogHistogram)
+    # TPOT of the measured requests by a trace row's `label` (a class of request, e.g. open chat vs grounded):
+    # a mixed workload's overall percentile can fall between its classes, each class's is its own.
+    tpot_ms_by_label: dict[str, LogHistogram] = field(default_factory=dict)
     requests_arrived: int = 0
     requests_completed: int = 0
     requests_in_slo: int = 0
@@ -109,7 +112,8 @@ class Metrics:
     def on_admission_wait(self) -> None:
         self.admission_waits += 1
 
-    def on_complete(self, arrival_s: float, first_token_s: float, last_token_s: float, tokens: int) -> None:
+    def on_complete(self, arrival_s: float, first_token_s: float, last_token_s: float, tokens: int,
+                    label: str | None = None) -> None:
         if not self.measured(arrival_s):
             return
         ttft_ms = (first_token_s - arrival_s) * 1000
@@ -118,6 +122,8 @@ class Metrics:
         self.tokens_completed += tokens
         self.ttft_ms.add(ttft_ms)
         self.tpot_ms.add(tpot_ms)
+        if label is not None:
+            self.tpot_ms_by_label.setdefault(label, LogHistogram()).add(tpot_ms)
         self.latency_s.add(last_token_s - arrival_s)
         if ttft_ms <= self.slo_ttft_ms and tpot_ms <= self.slo_tpot_ms:
             self.requests_in_slo += 1
@@ -136,6 +142,7 @@ class Metrics:
                          "in_slo": self.requests_in_slo, "admission_waits": self.admission_waits,
                          "rejected": self.requests_rejected},
             "ttft_ms": q(self.ttft_ms), "tpot_ms": q(self.tpot_ms), "latency_s": q(self.latency_s),
+            "tpot_ms_by_label": {k: q(h) for k, h in sorted(self.tpot_ms_by_label.items())},
             "throughput_tokens_per_s": self.tokens_in_window / window,
             # goodput: the share of throughput that belongs to requests meeting both SLOs
             "goodput_tokens_per_s": (self.tokens_in_window / window * self.tokens_in_slo / self.tokens_completed

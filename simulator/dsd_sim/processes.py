@@ -87,8 +87,8 @@ def _prefill(ctx: Context, device: DraftDevice, target: Target, prompt: int, res
     yield env.timeout(link.delay_s(env.now, ANSWER_BYTES) + ctx.scenario.targets.request_overhead_ms / 1000)
 
 
-def session(ctx: Context, device: DraftDevice, prompt: int, output: int, drafting: Drafting | None = None
-            ) -> Process:
+def session(ctx: Context, device: DraftDevice, prompt: int, output: int, drafting: Drafting | None = None,
+            label: str | None = None) -> Process:
     env, m, s = ctx.env, ctx.metrics, ctx.scenario
     d = drafting or ctx.drafting
     arrival = env.now
@@ -116,7 +116,7 @@ def session(ctx: Context, device: DraftDevice, prompt: int, output: int, draftin
         produced = yield from _distributed_rounds(ctx, d.acceptance, device, target, produced, output,
                                                   env.now - sent)
     target.release(prompt + output)
-    m.on_complete(arrival, first, env.now, produced)
+    m.on_complete(arrival, first, env.now, produced, label)
     ctx.finished_one()
 
 
@@ -267,10 +267,10 @@ def poisson_arrivals(ctx: Context) -> Process:
 
 def trace_arrivals(ctx: Context) -> Process:
     """Replays a JSONL trace: {"arrival_s", "prompt_tokens", "output_tokens", optional "draft", "client",
-    "profile"} per line. Rows with the same `client` are one user's requests in trace order: each starts at its
-    arrival_s or when that user's previous request finishes, whichever is later (a chat user waits for an answer
-    before asking again); rows without one start at their arrival_s. A row's `profile` (scenario.profiles) is how
-    it drafts."""
+    "profile", "label"} per line. Rows with the same `client` are one user's requests in trace order: each starts
+    at its arrival_s or when that user's previous request finishes, whichever is later (a chat user waits for an
+    answer before asking again); rows without one start at their arrival_s. A row's `profile` (scenario.profiles)
+    is how it drafts; its `label` names the class its latencies are also reported under (Metrics.by_label)."""
     env = ctx.env
     path = ctx.scenario.workload.file
     assert path is not None
@@ -294,7 +294,9 @@ def trace_arrivals(ctx: Context) -> Process:
                 yield env.timeout(at - env.now)
             ctx.active += 1
             device = ctx.devices[int(row.get("draft", ctx.rng.randrange(len(ctx.devices)))) % len(ctx.devices)]
-            request = session(ctx, device, prompt, max(1, output), ctx.profiles[name] if name else None)
+            label = row.get("label")
+            request = session(ctx, device, prompt, max(1, output), ctx.profiles[name] if name else None,
+                              None if label is None else str(label))
             if "client" in row:
                 key = str(row["client"])
                 users[key] = env.process(_after(users.get(key), request))

@@ -154,6 +154,28 @@ def test_a_trace_rows_profile_is_how_that_request_drafts(tmp_path):
         replay([{**rows[0], "profile": "poem"}])
 
 
+def test_a_trace_rows_label_reports_that_class_of_requests_on_its_own(tmp_path):
+    """A bimodal wave (quotes that verify many tokens per pass, chat that decodes token by token): each label's
+    TPOT is its own requests', and the overall median is one of them, not a value between the classes."""
+    trace = tmp_path / "trace.jsonl"
+    rows = [{"arrival_s": 0.0, "prompt_tokens": 32, "output_tokens": 60, "client": str(i),
+             "profile": "quote" if i % 2 else "chat", "label": "grounded" if i % 2 else "chat"} for i in range(6)]
+    trace.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = _run({**BASE, "mode": "hybrid", "targets": {"count": 1}, "drafts": {"count": 6},
+              "network": {"rtt_ms": {"mean": 0}}, "acceptance": {"alpha": 0.3, "decay": 1.0},
+              "profiles": {"quote": {"acceptance": {"alpha": 0.95, "decay": 1.0}},
+                           "chat": {"hybrid": {"target_only_share": 1.0}}},
+              "workload": {"kind": "trace", "file": str(trace)}})
+    by_label = s["tpot_ms_by_label"]
+    assert sorted(by_label) == ["chat", "grounded"]
+    assert by_label["grounded"]["p95"] < by_label["chat"]["p50"], "quotes verify several tokens per pass"
+    assert by_label["grounded"]["p50"] <= s["tpot_ms"]["p50"] <= by_label["chat"]["p50"]
+    unlabelled = tmp_path / "plain.jsonl"
+    plain = [{k: v for k, v in r.items() if k not in ("label", "profile")} for r in rows]
+    unlabelled.write_text("".join(json.dumps(r) + "\n" for r in plain))
+    assert _run({**BASE, "workload": {"kind": "trace", "file": str(unlabelled)}})["tpot_ms_by_label"] == {}
+
+
 def test_measured_acceptance_trace_drives_acceptance(tmp_path):
     profile = tmp_path / "profile.json"
     profile.write_text(json.dumps({"alpha_by_position": [0.5, 0.4, 0.3]}))
