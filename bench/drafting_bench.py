@@ -3,6 +3,7 @@
     python bench/drafting_bench.py                 # SmolLM2-135M-Instruct, fp32 and bf16, RTT 0/5/20 ms
     python bench/drafting_bench.py --quick         # 1 prompt per workload, bf16, RTT 0 and 20 ms
     python bench/drafting_bench.py --dtypes float32 --compare-gamma-max 8 --out DIR   # + the hybrid capped at 8
+    python bench/drafting_bench.py --dtypes float32 --compare-plain-rows 1 --out DIR  # + a target with 1 aten row
 
 Workloads (prompts written for this benchmark, in no training set): open chat; summarising a given text;
 answering by quoting a given text (extraction / RAG); editing given code. Modes: the target alone (HF
@@ -14,7 +15,9 @@ streams draft for themselves from their own request (the target's cross-request 
 the answer of the mode before). Each draft engine's own cache learns from the earlier prompts only. Every DSD output
 is compared token for token with the target alone in the same dtype; a mismatch is reported with the gap
 between the target's two top logits where the texts part (batched and single-token forwards round
-differently in bf16). Writes docs/benchmarks/drafting.{csv,md,png}.
+differently in bf16). `--compare-plain-rows N` adds the hybrid against a second target whose float32 layers
+send N rows through aten (N = 1: the dispatch before rows were measured at load). Writes
+docs/benchmarks/drafting.{csv,md,png}.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runtime_bench import REPO, Run, _hf_generate, _start_target
 
 from dsd_runtime import profiling
-from dsd_runtime.common import models
+from dsd_runtime.common import models, prepacked
 from dsd_runtime.draft.client import LinkEmulation
 from dsd_runtime.draft.engine import DraftEngine
 from dsd_runtime.draft.speculating import GenerationRequest, GenerationStats
@@ -100,10 +103,15 @@ def main() -> None:
     parser.add_argument("--rtts-ms", default="0,5,20")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--prompts", type=int, default=2, help="per workload")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every prompt through every mode, each "
+                        "with fresh draft engines; tokens/s over all of them, every output checked")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks")
     parser.add_argument("--compare-gamma-max", type=int, default=0, help="also run the hybrid with this "
                         "--gamma-max (its default is WindowConfig's), interleaved with the others")
+    parser.add_argument("--compare-plain-rows", type=int, default=-1, help="also run the hybrid against a second "
+                        "target whose float32 layers send this many rows through aten ($DSD_FLOAT32_PLAIN_ROWS; "
+                        "the default target measures it at load), interleaved with the others")
     args = parser.parse_args()
     if args.quick:
         args.prompts, args.rtts_ms, args.dtypes = 1, "0,20", "bfloat16"
@@ -121,40 +129,63 @@ def main() -> None:
         # Each prompt runs through every mode back to back: a cross-request cache on the target would hand
         # every run after the first its answer, so target-only streams self-draft from their own request only.
         proc, address = _start_target(args.target, dtype, "--self-drafting-cache-tokens", "0")
-        engines = {(mode, rtt): DraftEngine(tokenizer_only, address, config, LinkEmulation(one_way_delay_ms=rtt / 2))
-                   for mode, config in modes.items() for rtt in rtts}
+        procs, addresses = [proc], dict.fromkeys(modes, address)
+        if args.compare_plain_rows >= 0 and dtype == "float32":
+            mode = f"DSD hybrid, {args.compare_plain_rows} aten rows"
+            other, addresses[mode] = _start_target(args.target, dtype, "--self-drafting-cache-tokens", "0",
+                                                   env={prepacked.PLAIN_ROWS_ENV: str(args.compare_plain_rows)})
+            procs.append(other)
+        configs = {**modes, **{m: WindowConfig(proposer="hybrid") for m in addresses if m not in modes}}
         try:
-            for e in engines.values():
-                e.connect(timeout_s=300)
-            eos = next(iter(engines.values())).eos_token_ids
-            # Warm-up of every path (first forwards pick kernels), on a prompt outside the workloads.
-            warm = profiling.chat_prompt_ids(target, "Say hello.")
-            _hf_generate(target, warm, 8, None)
-            _hf_lookup(target, warm, 8)
-            for e in engines.values():
-                _dsd(e, warm, 8, eos)
-            for workload, texts in WORKLOADS.items():
-                for text in texts[: args.prompts]:
-                    prompt = profiling.chat_prompt_ids(target, text)
-                    # Both outputs end with the EOS token when the answer ends before max_tokens.
-                    reference, run = _hf_generate(target, prompt, args.max_tokens, None)
-                    rows[(dtype, workload, "target alone (HF)", 0)].append(run)
-                    _, run = _hf_lookup(target, prompt, args.max_tokens)
-                    rows[(dtype, workload, "HF prompt lookup", 0)].append(run)
-                    for rtt in rtts:
-                        for mode in modes:
-                            out, run = _dsd(engines[(mode, rtt)], prompt, args.max_tokens, eos)
-                            if out != reference:
-                                notes.append(f"{dtype} {workload} {mode} RTT {rtt:g}: differs from the target "
-                                             f"alone at {_gap(target, prompt, reference, out)}")
-                            rows[(dtype, workload, mode, rtt)].append(run)
-                    print(f"{dtype} {workload}: done", file=sys.stderr, flush=True)
+            for repeat in range(args.repeats):
+                # Fresh engines every repeat: a draft's cross-request cache must not hold the answers it is about
+                # to be asked for again (the targets' self-drafting calibration carries over, as in a server).
+                engines = {(mode, rtt): DraftEngine(tokenizer_only, addresses[mode], config,
+                                                    LinkEmulation(one_way_delay_ms=rtt / 2))
+                           for mode, config in configs.items() for rtt in rtts}
+                try:
+                    _one_repeat(args, target, engines, configs, rtts, dtype, rows, notes, repeat)
+                finally:
+                    for e in engines.values():
+                        e.close()
         finally:
-            for e in engines.values():
-                e.close()
-            proc.terminate()
-            proc.wait()
+            for p in procs:
+                p.terminate()
+                p.wait()
     _report(rows, notes, args)
+
+
+def _one_repeat(args: argparse.Namespace, target: models.LoadedModel, engines: dict[tuple[str, float], DraftEngine],
+                configs: dict[str, WindowConfig], rtts: list[float], dtype: str,
+                rows: dict[tuple[str, str, str, float], list[Run]], notes: list[str], repeat: int) -> None:
+    """Every prompt of every workload through every mode, back to back; appends to `rows` and `notes`."""
+    for e in engines.values():
+        e.connect(timeout_s=300)
+    eos = next(iter(engines.values())).eos_token_ids
+    # Warm-up of every path (first forwards pick kernels), on a prompt outside the workloads.
+    warm = profiling.chat_prompt_ids(target, "Say hello.")
+    if repeat == 0:
+        _hf_generate(target, warm, 8, None)
+        _hf_lookup(target, warm, 8)
+    for e in engines.values():
+        _dsd(e, warm, 8, eos)
+    for workload, texts in WORKLOADS.items():
+        for text in texts[: args.prompts]:
+            prompt = profiling.chat_prompt_ids(target, text)
+            # Both outputs end with the EOS token when the answer ends before max_tokens.
+            reference, run = _hf_generate(target, prompt, args.max_tokens, None)
+            rows[(dtype, workload, "target alone (HF)", 0)].append(run)
+            _, run = _hf_lookup(target, prompt, args.max_tokens)
+            rows[(dtype, workload, "HF prompt lookup", 0)].append(run)
+            for rtt in rtts:
+                for mode in configs:
+                    out, run = _dsd(engines[(mode, rtt)], prompt, args.max_tokens, eos)
+                    if out != reference:
+                        notes.append(f"{f'repeat {repeat}: ' if args.repeats > 1 else ''}{dtype} {workload} {mode} "
+                                     f"RTT {rtt:g}: differs from the target "
+                                     f"alone at {_gap(target, prompt, reference, out)}")
+                    rows[(dtype, workload, mode, rtt)].append(run)
+            print(f"{dtype} {workload}: done", file=sys.stderr, flush=True)
 
 
 def _tps(runs: list[Run]) -> float:
@@ -184,7 +215,8 @@ def _report(rows: dict[tuple[str, str, str, float], list[Run]], notes: list[str]
           "|" + "---|" * 8]
     md += [f"| {r['dtype']} | {r['workload']} | {r['mode']} | {r['rtt_ms']:g} | {r['tokens_per_s']} | "
            f"{r['x_target']} | {r['x_hf_lookup']} | {r['drafted_share']} |" for r in table]
-    md.append(f"\n{args.prompts} prompt(s) per workload x up to {args.max_tokens} greedy tokens; torch threads 1 per "
+    md.append(f"\n{args.prompts} prompt(s) per workload x {args.repeats} repeat(s) x up to {args.max_tokens} greedy "
+              "tokens; torch threads 1 per "
               f"process; {os.cpu_count()} CPUs. 'drafted share': output tokens that came from accepted drafts.")
     md.append("\nLossless check (every DSD output against the target alone in the same dtype): " +
               ("all identical." if not notes else f"{len(notes)} differ:\n" + "\n".join(f"- {n}" for n in notes)))

@@ -131,11 +131,14 @@ def _dsd(engine: DraftEngine, prompt: list[int], max_tokens: int, eos: int) -> t
     return out, Run(len(out), time.perf_counter() - start, (first or start) - start, stats)
 
 
-def _start_target(model: str, dtype: str = "auto", *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+def _start_target(model: str, dtype: str = "auto", *extra: str, env: dict[str, str] | None = None
+                  ) -> tuple[subprocess.Popen[bytes], str]:
+    """A `dsd target` process on a free port; `env`: variables to set in it besides this process's."""
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "dsd_cli.main", "target", "--model", model, "--port", str(port),
                              "--metrics-port", "-1", "--threads", "1", "--dtype", dtype, *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **env} if env else None)
     return proc, f"127.0.0.1:{port}"
 
 

@@ -1,13 +1,14 @@
 """CPU linear layers through oneDNN (`dsd_runtime.common.prepacked`): the same logits as aten's, the tied
-embedding untouched, bfloat16 packed where the CPU has it natively, other dtypes left alone, and `models.load`
-packing targets and subset heads."""
+embedding untouched, float32 inputs of a few rows through aten as measured (or pinned), bfloat16 packed where the
+CPU has it natively, other dtypes left alone, and `models.load` packing targets and subset heads."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from dsd_runtime.common import models, tiny
+from dsd_runtime.common import models, prepacked, tiny
 from dsd_runtime.common.lm import ForwardItem
 from dsd_runtime.common.prepacked import PrepackedLinear, prepack_linears
 
@@ -36,17 +37,40 @@ def test_packed_layers_compute_what_aten_does_and_keep_the_tied_embedding():
         assert _close(model(ids).logits, want)
 
 
-def test_float32_decode_steps_take_the_plain_kernel_and_windows_the_packed_one():
+def test_float32_inputs_of_up_to_plain_rows_take_the_plain_kernel_and_longer_ones_the_packed_one():
     model = _tiny(torch.float32, tied=False)
     proj = model.model.layers[0].mlp.up_proj
     weight = proj.weight.detach().clone()
-    prepack_linears(model)
+    prepack_linears(model, plain_rows=3)
     packed, head = model.model.layers[0].mlp.up_proj, model.get_output_embeddings()
-    assert packed.plain_weight is not None and head.plain_weight is None  # the packed head is faster at one row
-    one, window = torch.randn(1, 1, proj.in_features), torch.randn(1, 5, proj.in_features)
+    assert packed.plain_weight is not None and head.plain_weight is None  # the packed head is as fast at few rows
     with torch.no_grad():
-        assert torch.equal(packed(one), torch.nn.functional.linear(one, weight))  # aten's own kernel: bit-equal
+        for rows in (1, 3):  # aten's own kernel: bit-equal
+            x = torch.randn(1, rows, proj.in_features)
+            assert torch.equal(packed(x), torch.nn.functional.linear(x, weight))
+        window = torch.randn(1, 5, proj.in_features)
         assert _close(packed(window), torch.nn.functional.linear(window, weight))
+
+
+def test_no_plain_rows_keeps_no_second_copy_of_the_weights():
+    model = _tiny(torch.float32, tied=False)
+    prepack_linears(model, plain_rows=0)
+    assert all(m.plain_weight is None for m in model.modules() if isinstance(m, PrepackedLinear))
+
+
+def test_plain_rows_are_measured_once_per_shape_or_pinned_by_the_environment(monkeypatch):
+    weight = torch.randn(48, 32, generator=torch.Generator().manual_seed(1))
+    rows = prepacked.plain_rows_for(weight, None)
+    assert 0 <= rows <= prepacked.MAX_PLAIN_ROWS
+    assert prepacked.plain_rows_for(weight.clone(), None) == rows  # cached: the same shape is not re-timed
+    monkeypatch.setenv(prepacked.PLAIN_ROWS_ENV, "2")
+    model = _tiny(torch.float32, tied=False)
+    prepack_linears(model)
+    layers = [m for m in model.modules() if isinstance(m, PrepackedLinear) and m is not model.lm_head]
+    assert layers and all(m.plain_rows == 2 for m in layers)
+    monkeypatch.setenv(prepacked.PLAIN_ROWS_ENV, "many")
+    with pytest.raises(ValueError, match=prepacked.PLAIN_ROWS_ENV):
+        prepack_linears(_tiny(torch.float32, tied=False))
 
 
 def test_bfloat16_is_packed_where_the_cpu_computes_it_natively():

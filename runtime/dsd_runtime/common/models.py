@@ -167,9 +167,11 @@ def load_tokenizer(ref: str) -> LoadedModel:
     return LoadedModel(name, None, tokenizer, tokenization.fingerprint(tokenizer))
 
 
-def load(ref: str, dtype: torch.dtype | None = None, device: str = "cpu", prepack: bool = True) -> LoadedModel:
+def load(ref: str, dtype: torch.dtype | None = None, device: str = "cpu", prepack: bool = True,
+         plain_rows: int | None = None) -> LoadedModel:
     """A model for inference. `prepack`: float32 (and natively supported bfloat16) CPU linear layers through
-    oneDNN (`prepacked`; False only to measure what it saves)."""
+    oneDNN (`prepacked`; False only to measure what it saves). `plain_rows`: how many rows still take aten's
+    float32 kernel (`prepacked.prepack_linears`; None: measured on this host, or $DSD_FLOAT32_PLAIN_ROWS)."""
     directory, gguf_file, name = resolve(ref)
     if gguf_file is not None:
         cached = _gguf_safetensors_cache(directory, gguf_file)
@@ -192,7 +194,7 @@ def load(ref: str, dtype: torch.dtype | None = None, device: str = "cpu", prepac
     model = AutoModelForCausalLM.from_pretrained(directory, **kwargs).to(pick_device(device))
     tokenizer = AutoTokenizer.from_pretrained(directory)
     head = load_vocabulary_head(directory, model)
-    if prepack and prepacked.prepack_linears(model) and head is not None:
+    if prepack and prepacked.prepack_linears(model, plain_rows) and head is not None:
         head = dataclasses.replace(head, projection=prepacked.PrepackedLinear(head.weight, None))
     return LoadedModel(name, lm.CausalLM(model, name, head), tokenizer, tokenization.fingerprint(tokenizer))
 
